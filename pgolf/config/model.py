@@ -1,0 +1,135 @@
+"""Model section: the GPT's shape and every architectural switch (an ablation is one --set away)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    # Vocabulary size; must equal the tokenizer's (checked when data and model meet).
+    vocab_size: int = 1024
+    # Token id that starts every document; BigramHash and SmearGate restart after it.
+    bos_id: int = 1
+    # Transformer blocks.
+    num_layers: int = 11
+    # Residual stream width.
+    model_dim: int = 512
+    # Query heads; head_dim = model_dim / num_heads.
+    num_heads: int = 8
+    # Key/value heads (GQA); must divide num_heads.
+    num_kv_heads: int = 4
+    # MLP hidden width as a multiple of model_dim (relu^2 activation).
+    mlp_mult: float = 3.0
+    # Share the input embedding with the output head (saves vocab*dim bytes in the artifact).
+    tie_embeddings: bool = True
+    # Std of the normal init of the (tied) embedding.
+    embed_init_std: float = 0.005
+    # tanh soft cap on logits: cap * tanh(logits / cap); 0 disables.
+    logit_softcap: float = 30.0
+    # RMSNorm on queries and keys before RoPE (stabilises the high Muon learning rate).
+    qk_norm: bool = True
+    # Initial value of the learnable per-head query gain.
+    q_gain_init: float = 1.5
+    # Head dims that receive rotary embedding (partial RoPE); 0 disables RoPE.
+    rope_dims: int = 16
+    # RoPE base frequency.
+    rope_base: float = 10_000.0
+    # Sequence length seen in training; longer eval contexts get NTK-scaled RoPE bases.
+    train_seq_len: int = 2048
+    # Apply exclusive self-attention (XSA) on this many of the deepest blocks.
+    xsa_last_n: int = 4
+    # Per-block learned mix between the running residual x and the embedding output x0.
+    resid_mix: bool = True
+    # Scale normed block inputs by 1/sqrt(layer+1) (LN scale).
+    ln_scale: bool = True
+    # U-Net skips: the first half of the blocks push, the second half pop with learned weights.
+    unet_skips: bool = True
+    # BigramHash buckets (hash of previous and current token); 0 disables.
+    bigram_buckets: int = 2048
+    # BigramHash embedding width before its projection to model_dim.
+    bigram_dim: int = 128
+    # SmearGate: per-channel sigmoid gate mixing each position with the previous one.
+    smear_gate: bool = True
+    # Shared value-embedding width (projected to the KV width); 0 disables.
+    value_embed_dim: int = 128
+    # Blocks (0-based) whose V receives the shared value embedding.
+    value_embed_layers: tuple[int, ...] = (9, 10)
+    # Orthogonal init for large matrices (else normal); output projections start at zero.
+    ortho_init: bool = True
+    # Attention kernel: "auto" picks FA3 > FA2 > SDPA (cuDNN on Hopper) at run time.
+    attention_backend: Literal["auto", "fa3", "fa2", "sdpa", "sdpa_cudnn", "sdpa_flash", "math"] = (
+        "auto"
+    )
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(msg)
+
+        need(
+            2 <= self.vocab_size <= 65_535,
+            f"vocab_size must be in [2, 65535], got {self.vocab_size}",
+        )
+        need(0 <= self.bos_id < self.vocab_size, f"bos_id {self.bos_id} outside the vocabulary")
+        need(self.num_layers >= 1, "num_layers must be >= 1")
+        need(
+            self.num_heads >= 1 and self.model_dim % self.num_heads == 0,
+            f"model_dim {self.model_dim} must be divisible by num_heads {self.num_heads}",
+        )
+        need(
+            self.num_kv_heads >= 1 and self.num_heads % self.num_kv_heads == 0,
+            f"num_heads {self.num_heads} must be a multiple of num_kv_heads {self.num_kv_heads}",
+        )
+        need(self.head_dim % 2 == 0, f"head_dim {self.head_dim} must be even for RoPE")
+        need(
+            0 <= self.rope_dims <= self.head_dim and self.rope_dims % 2 == 0,
+            f"rope_dims must be even and in [0, head_dim={self.head_dim}], got {self.rope_dims}",
+        )
+        need(self.mlp_mult > 0, "mlp_mult must be > 0")
+        need(self.logit_softcap >= 0, "logit_softcap must be >= 0 (0 disables)")
+        need(
+            0 <= self.xsa_last_n <= self.num_layers,
+            f"xsa_last_n must be in [0, num_layers={self.num_layers}], got {self.xsa_last_n}",
+        )
+        need(
+            self.bigram_buckets >= 0 and self.bigram_dim >= 1,
+            "bigram_buckets >= 0, bigram_dim >= 1",
+        )
+        need(self.value_embed_dim >= 0, "value_embed_dim must be >= 0")
+        bad = [i for i in self.value_embed_layers if not 0 <= i < self.num_layers]
+        need(not bad, f"value_embed_layers {bad} outside [0, num_layers={self.num_layers})")
+        need(self.train_seq_len >= 1, "train_seq_len must be >= 1")
+        need(self.embed_init_std > 0, "embed_init_std must be > 0")
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(round(self.mlp_mult * self.model_dim))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Trains on 2 CPU cores in well under a minute; keeps every feature switched on.
+    "tiny": {
+        "vocab_size": 512,
+        "num_layers": 4,
+        "model_dim": 64,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "rope_dims": 8,
+        "train_seq_len": 128,
+        "xsa_last_n": 2,
+        "bigram_buckets": 256,
+        "bigram_dim": 16,
+        "value_embed_dim": 16,
+        "value_embed_layers": (2, 3),
+    },
+}

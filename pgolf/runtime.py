@@ -1,0 +1,60 @@
+"""Process-level facts shared by train and eval: ranks, devices, process groups.
+
+Only launcher facts come from the environment (RANK, WORLD_SIZE, LOCAL_RANK, as
+torchrun sets them). Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(local_rank: int = 0, want: str = "auto") -> torch.device:
+    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if want not in ("auto", "cuda"):
+        return torch.device(want)
+    return torch.device("cuda", local_rank)
+
+
+def init(want_device: str = "auto") -> Dist:
+    """Read launcher variables, pick the device and join the process group when world > 1.
+
+    NCCL on GPUs, gloo on CPU (tests run 2 gloo processes on a laptop-class machine).
+    """
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    device = pick_device(local, want_device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, **kwargs)
+    return Dist(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -13,20 +13,21 @@ class DataConfig:
     val_docs: int = 50_000
     # Tokens per shard file before a new one starts (challenge shards hold 100M tokens).
     shard_tokens: int = 100_000_000
-    # Vocabulary size when a tokenizer is trained (ignored when one is given).
+    # Vocabulary size when a tokenizer is trained (ignored when one is given). At least 320:
+    # byte fallback needs 256 byte pieces + 4 specials before the first merge.
     vocab_size: int = 1024
     # Documents sampled (from the head of the train split) to train a tokenizer; bounded so
     # tokenizer training stays a few seconds even on large corpora.
     tokenizer_train_docs: int = 20_000
     # Longest document in characters fed to tokenizer training (SentencePiece's own limit).
     tokenizer_max_sentence_chars: int = 16_384
-    # Worker processes for encoding; 0 means one per CPU core.
+    # Worker processes for encoding; 0 means one per CPU core, 1 encodes in this process.
     workers: int = 0
     # Documents per work unit sent to a worker (large enough to amortise inter-process traffic).
     chunk_docs: int = 256
     # File-name prefix; "fineweb" gives the challenge layout fineweb_{train,val}_NNNNNN.bin.
     prefix: str = "fineweb"
-    # JSON field holding the document text in .jsonl inputs.
+    # JSON field holding the document text in .jsonl / .jsonl.zst inputs.
     text_field: str = "text"
 
     def __post_init__(self) -> None:
@@ -34,12 +35,15 @@ class DataConfig:
             raise ValueError(f"val_docs must be >= 0, got {self.val_docs}")
         if self.shard_tokens < 1024:
             raise ValueError(f"shard_tokens must be >= 1024, got {self.shard_tokens}")
-        if not 64 <= self.vocab_size <= 65_535:
+        if not 320 <= self.vocab_size <= 65_535:
             raise ValueError(
-                f"vocab_size must be in [64, 65535] (uint16 shards), got {self.vocab_size}"
+                "vocab_size must be in [320, 65535] (256 byte-fallback pieces + specials; "
+                f"uint16 shards), got {self.vocab_size}"
             )
         if self.tokenizer_train_docs < 1:
             raise ValueError("tokenizer_train_docs must be >= 1")
+        if self.tokenizer_max_sentence_chars < 64:
+            raise ValueError("tokenizer_max_sentence_chars must be >= 64")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per core), got {self.workers}")
         if self.chunk_docs < 1:

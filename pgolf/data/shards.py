@@ -100,11 +100,18 @@ def list_shards(data_dir: str | Path, split: str, prefix: str | None = None) -> 
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data directory not found (build one with `pgolf data build`)")
     pattern = re.compile(rf"^(?P<prefix>.+)_{split}_(?P<index>\d{{6}})\.bin$")
-    found = []
+    found, prefixes = [], set()
     for p in data_dir.iterdir():
         m = pattern.match(p.name)
         if m and (prefix is None or m["prefix"] == prefix):
             found.append((int(m["index"]), p))
+            prefixes.add(m["prefix"])
+    if len(prefixes) > 1:
+        # Two builds in one directory would interleave by index into one corrupt stream.
+        raise DataError(
+            f"{data_dir}: {split} shards with several prefixes ({', '.join(sorted(prefixes))}); "
+            "keep one build per directory"
+        )
     if not found:
         raise DataError(
             f"{data_dir}: no {split} shards (*_{split}_NNNNNN.bin); build them with `pgolf data build`"

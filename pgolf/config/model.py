@@ -56,9 +56,16 @@ class ModelConfig:
     value_embed_dim: int = 128
     # Blocks (0-based) whose V receives the shared value embedding.
     value_embed_layers: tuple[int, ...] = (9, 10)
-    # Orthogonal init for large matrices (else normal); output projections start at zero.
+    # Orthogonal init for large matrices (else normal, std 1/sqrt(fan_in)).
     ortho_init: bool = True
-    # Attention kernel: "auto" picks FA3 > FA2 > SDPA (cuDNN on Hopper) at run time.
+    # Output projections (attn.proj, mlp.proj) start at zero; when false they take the
+    # orthogonal/normal init scaled by 1/sqrt(2*num_layers) instead.
+    zero_init_proj: bool = True
+    # Under bf16 autocast, carry the residual stream in bf16 instead of fp32 (the embedding
+    # output is fp32): halves the bytes of every norm/scale/mix kernel around the matmuls.
+    bf16_residual: bool = False
+    # Attention kernel: "auto" picks FA3 > FA2 > SDPA (cuDNN first) at run time; "sdpa_cudnn"
+    # forces cuDNN (KV expanded), "sdpa_flash" SDPA's flash kernel, "math" the reference.
     attention_backend: Literal["auto", "fa3", "fa2", "sdpa", "sdpa_cudnn", "sdpa_flash", "math"] = (
         "auto"
     )
@@ -102,6 +109,10 @@ class ModelConfig:
         need(not bad, f"value_embed_layers {bad} outside [0, num_layers={self.num_layers})")
         need(self.train_seq_len >= 1, "train_seq_len must be >= 1")
         need(self.embed_init_std > 0, "embed_init_std must be > 0")
+        need(
+            self.bigram_buckets == 0 or self.bigram_buckets >= 2,
+            "bigram_buckets must be 0 (off) or >= 2 (one bucket is reserved for sequence starts)",
+        )
 
     @property
     def head_dim(self) -> int:

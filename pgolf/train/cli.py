@@ -1,16 +1,72 @@
-"""Placeholder until the trainer lands (issue 3)."""
+"""``pgolf-train`` / ``pgolf train``: one process as is, one per GPU under torchrun."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import click
 
-from pgolf.cli_common import standalone
-from pgolf.errors import NotImplementedYet
+from pgolf.cli_common import config_options, resolve_config, standalone
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args: tuple[str, ...]) -> None:
-    """Train a model (not implemented yet)."""
-    raise NotImplementedYet("pgolf train is not implemented yet")
+@click.command()
+@config_options
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory with *_train_NNNNNN.bin / *_val_NNNNNN.bin shards.",
+)
+@click.option(
+    "--tokenizer",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="SentencePiece .model the shards were built with (sets vocab size, BOS).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run dir for checkpoint, config, logs, plots (defaults to --resume's).",
+)
+@click.option(
+    "--train-seconds",
+    type=float,
+    default=None,
+    help="Training clock budget in seconds (train.train_seconds; default 600).",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue a killed run from its last checkpoint (same config and data order).",
+)
+def train(preset, overrides, data_dir, tokenizer, out, train_seconds, resume_dir) -> None:
+    """Train a model; the run dir gets checkpoint.safetensors, config.json and logs."""
+    from pgolf.config import load
+    from pgolf.errors import ConfigError
+    from pgolf.train.loop import train as run_training
+
+    if resume_dir is not None:
+        config_path = resume_dir / "config.json"
+        if not config_path.is_file():
+            raise ConfigError(f"{resume_dir}: no config.json, so not a run dir to resume")
+        if out is not None and out.resolve() != resume_dir.resolve():
+            raise ConfigError("--resume continues in its own run dir; drop --out or make it equal")
+        cfg = load(config_path).with_overrides(list(overrides))
+        out = resume_dir
+    else:
+        if out is None:
+            raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
+        cfg = resolve_config(preset, overrides)
+    if train_seconds is not None:
+        cfg = cfg.with_overrides([f"train.train_seconds={train_seconds}"])
+    summary = run_training(cfg, data_dir, tokenizer, out, resume=resume_dir is not None)
+    if os.environ.get("RANK", "0") == "0":
+        click.echo("summary " + " ".join(f"{k}:{v}" for k, v in summary.items()))
 
 
 main = standalone(train)

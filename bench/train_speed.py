@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Training speed of the default model on one GPU, per attention backend (bench, not a test).
+
+    python3 bench/train_speed.py                       # all backends, record batch
+    python3 bench/train_speed.py --backends sdpa --micro 48 --steps 8
+
+1. Numerical agreement: forward output and q/k/v grads of every available attention
+   backend on random bf16 inputs (B=4, T=2048, 8/4 heads, d=64) against an fp32 math
+   reference, as relative L2 errors.
+2. Timing: the `default` model, seq 2048, compiled (fullgraph), bf16 autocast, the
+   trainer's exact optimizer step (Muon with compiled batched Newton-Schulz + fused AdamW
+   + clipping) at the record global batch of 786,432 tokens via accumulation; a few
+   warmup steps, then timed steps. Reports tokens/s, step ms, MFU (vs 989 TFLOP/s dense
+   bf16) and peak memory as key:value lines and one JSON summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pgolf.config import resolve  # noqa: E402
+from pgolf.logs import format_line  # noqa: E402
+from pgolf.model import (  # noqa: E402
+    GPT,
+    attend,
+    available_backends,
+    param_groups,
+    train_flops_per_token,  # noqa: E402
+)
+from pgolf.train.loop import H100_BF16_PEAK_FLOPS  # noqa: E402
+from pgolf.train.muon import Muon  # noqa: E402
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+def agreement(backends: list[str]) -> dict[str, dict]:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    shape_q, shape_kv = (4, 2048, 8, 64), (4, 2048, 4, 64)
+    q = torch.randn(shape_q, device="cuda", generator=g, dtype=torch.bfloat16)
+    k = torch.randn(shape_kv, device="cuda", generator=g, dtype=torch.bfloat16)
+    v = torch.randn(shape_kv, device="cuda", generator=g, dtype=torch.bfloat16)
+    dy = torch.randn(shape_q, device="cuda", generator=g, dtype=torch.bfloat16)
+
+    def run(name: str, dtype: torch.dtype):
+        # Fresh leaves per run: .to(same dtype) returns the same tensor, and its .grad would
+        # accumulate across backends.
+        qq, kk, vv = (t.detach().to(dtype).clone().requires_grad_(True) for t in (q, k, v))
+        out = attend(qq, kk, vv, name)
+        out.backward(dy.to(dtype))
+        return out.detach(), qq.grad, kk.grad, vv.grad
+
+    ref = run("math", torch.float32)
+    results = {}
+    for name in backends:
+        try:
+            got = run(name, torch.bfloat16)
+            errs = [rel(a, b) for a, b in zip(got, ref, strict=True)]
+            results[name] = dict(zip(("out", "dq", "dk", "dv"), errs, strict=True))
+            results[name]["ok"] = max(errs) < 2e-2
+        except Exception as e:  # a backend that cannot run here is a result, not a crash
+            results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+        print(format_line({"agree_backend": name, **results[name]}), flush=True)
+    return results
+
+
+def profile_step(step, name: str) -> None:
+    """Top CUDA kernels of one optimizer step: where the step time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(
+        sort_by="cuda_time_total", row_limit=14, max_name_column_width=160
+    )
+    print(f"profile_backend:{name}\n{table}", flush=True)
+
+
+def time_backend(name: str, args) -> dict:
+    cfg = resolve("default", args.overrides)
+    mcfg = dataclasses.replace(cfg.model, attention_backend=name)
+    tc = dataclasses.replace(cfg.train, micro_batch_seqs=args.micro)
+    accum = tc.accumulation(1)
+    torch.manual_seed(0)
+    torch.cuda.reset_peak_memory_stats()
+    model = GPT(mcfg).cuda()
+    fwd = torch.compile(model, fullgraph=True, dynamic=False) if args.compile else model
+    groups = param_groups(model)
+    muon = Muon(
+        groups["matrix"],
+        lr=tc.matrix_lr,
+        weight_decay=tc.muon_weight_decay,
+        nesterov=True,
+        ns_steps=tc.muon_ns_steps,
+        compile=args.compile,
+    )
+    adam = torch.optim.AdamW(
+        [
+            {"params": [p for _, p in groups["embedding"]], "lr": tc.embed_lr},
+            {"params": [p for _, p in groups["control"]], "lr": tc.control_lr},
+        ],
+        betas=(0.9, 0.95),
+        weight_decay=0.04,
+        fused=True,
+    )
+    params = list(model.parameters())
+    x = torch.randint(0, mcfg.vocab_size, (accum, tc.micro_batch_seqs, tc.seq_len), device="cuda")
+    y = torch.roll(x, -1, dims=-1)
+
+    def step() -> torch.Tensor:
+        total = torch.zeros((), device="cuda")
+        for a in range(accum):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = fwd(x[a], y[a])
+            (loss / accum).backward()
+            total += loss.detach()
+        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip, foreach=True)
+        adam.step()
+        muon.step(1.0, 0.95)
+        adam.zero_grad(set_to_none=True)
+        for p in muon.params.values():
+            p.grad = None
+        return total
+
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / args.steps
+    if args.profile:
+        profile_step(step, name)
+    tok_s = tc.global_batch_tokens / dt
+    result = {
+        "backend": name,
+        "micro_batch_seqs": tc.micro_batch_seqs,
+        "accumulation": accum,
+        "tokens_per_s": tok_s,
+        "step_ms": 1000 * dt,
+        "mfu": tok_s * train_flops_per_token(model, tc.seq_len) / H100_BF16_PEAK_FLOPS,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "warmup_s": compile_s,
+        "loss": float(loss.item() / accum),
+    }
+    print(format_line(result), flush=True)
+    torch.cuda.empty_cache()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--backends", default="", help="comma list (default: all available but math)")
+    ap.add_argument("--micro", type=int, default=24, help="sequences per micro-batch")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--skip-agreement", action="store_true")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one step")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench/train_speed.py needs a CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    info = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "available": ",".join(available_backends("cuda")),
+    }
+    print(format_line(info), flush=True)
+    summary: dict = {"info": info}
+    if not args.skip_agreement:
+        summary["agreement"] = agreement(available_backends("cuda"))
+    names = (
+        args.backends.split(",")
+        if args.backends
+        else [b for b in available_backends("cuda") if b != "math"]
+    )
+    summary["timing"] = []
+    for name in names:
+        try:
+            summary["timing"].append(time_backend(name, args))
+        except Exception as e:
+            err = f"{type(e).__name__}: {e}"[:500]
+            print(format_line({"backend": name, "error": err}), flush=True)
+            summary["timing"].append({"backend": name, "error": err})
+            with contextlib.suppress(Exception):
+                torch.cuda.empty_cache()
+    print("summary_json " + json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The GPT: one definition for training, packing calibration, evaluation and TTT.
+
+Call conventions (the evaluator and the packer depend on them):
+
+* ``model(ids)`` -> fp32 softcapped logits [B, T, V]
+* ``model(ids, targets)`` -> mean cross-entropy (fp32 log-softmax even under bf16 autocast)
+* ``model(ids, targets, reduction="none")`` -> fp32 per-token NLL [B, T]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pgolf.config.model import ModelConfig
+from pgolf.model.attention import CausalSelfAttention
+from pgolf.model.extras import BigramHash, SmearGate, ValueEmbedding
+from pgolf.model.layers import MLP, CastedLinear, rms_norm
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        d = cfg.model_dim
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.mlp = MLP(d, cfg.mlp_hidden)
+        self.attn_scale = nn.Parameter(torch.ones(d))
+        self.mlp_scale = nn.Parameter(torch.ones(d))
+        # Row 0 weighs the running x, row 1 the embedding output x0 (starts as pure x).
+        self.resid_mix = (
+            nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d)))) if cfg.resid_mix else None
+        )
+        # Damps the inputs of deeper blocks, whose residual stream has grown larger.
+        self.ln_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+
+    def forward(
+        self, x: torch.Tensor, x0: torch.Tensor, v_extra: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.resid_mix is not None:
+            mix = self.resid_mix.to(x.dtype)
+            x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_scale, v_extra)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_scale)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = cfg.vocab_size
+        d, n = cfg.model_dim, cfg.num_layers
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size)
+        self.bigram = (
+            BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.bos_id)
+            if cfg.bigram_buckets
+            else None
+        )
+        self.smear = SmearGate(d, cfg.bos_id) if cfg.smear_gate else None
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(n))
+        self.num_encoder = n // 2 if cfg.unet_skips else 0
+        num_skips = min(self.num_encoder, n - self.num_encoder)
+        self.skip_weights = nn.Parameter(torch.ones(num_skips, d)) if num_skips else None
+        ve_layers = sorted(set(cfg.value_embed_layers)) if cfg.value_embed_dim else []
+        self.ve_slot = {layer: i for i, layer in enumerate(ve_layers)}
+        self.value_embed = (
+            ValueEmbedding(cfg.vocab_size, cfg.value_embed_dim, cfg.kv_dim, len(ve_layers))
+            if ve_layers
+            else None
+        )
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        cfg = self.cfg
+        nn.init.normal_(self.tok_emb.weight, std=cfg.embed_init_std)
+        proj_scale = 1.0 / math.sqrt(2 * cfg.num_layers)
+        for name, mod in self.named_modules():
+            if not isinstance(mod, CastedLinear) or not name.startswith(("blocks.", "head")):
+                continue  # extras' projections keep their own init (see extras.py)
+            if mod.is_output and cfg.zero_init_proj:
+                nn.init.zeros_(mod.weight)
+                continue
+            # Orthogonal init keeps every direction's gain at 1, which suits Muon's
+            # orthogonalized updates; tiny matrices fall back to a scaled normal.
+            if cfg.ortho_init and min(mod.weight.shape) >= 64:
+                nn.init.orthogonal_(mod.weight)
+            else:
+                nn.init.normal_(mod.weight, std=1.0 / math.sqrt(mod.in_features))
+            if mod.is_output:
+                mod.weight.mul_(proj_scale)
+
+    def set_qat(self, bits: int) -> None:
+        """Fake-quantize block matrices to the intN grid from now on (0 switches it off)."""
+        for block in self.blocks:
+            for mod in block.modules():
+                if isinstance(mod, CastedLinear):
+                    mod.qat_bits = bits
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """x0: token embedding + BigramHash, RMS-normed, then SmearGate."""
+        x = self.tok_emb(input_ids)
+        if self.bigram is not None:
+            x = x + self.bigram(input_ids).to(x.dtype)
+        x = rms_norm(x)
+        if self.cfg.bf16_residual and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        if self.smear is not None:
+            x = self.smear(x, input_ids)
+        return x
+
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x0 = x = self.embed(input_ids)
+        ve = self.value_embed(input_ids) if self.value_embed is not None else None
+        skips: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            if i >= self.num_encoder and skips:
+                w = self.skip_weights[i - self.num_encoder].to(x.dtype)
+                x = x + w * skips.pop()
+            v_extra = None
+            if ve is not None and i in self.ve_slot:
+                v_extra = ve * self.value_embed.layer_scales[self.ve_slot[i]].to(ve.dtype)
+            x = block(x, x0, v_extra)
+            if i < self.num_encoder:
+                skips.append(x)
+        return rms_norm(x)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        weight = self.tok_emb.weight if self.head is None else self.head.weight
+        logits = F.linear(h, weight.to(h.dtype)).float()
+        cap = self.cfg.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        target_ids: torch.Tensor | None = None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        logits = self.logits(self.hidden(input_ids))
+        if target_ids is None:
+            return logits
+        nll = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction=reduction
+        )
+        return nll.view(target_ids.shape) if reduction == "none" else nll
+
+
+# Parameter roles. The packer classifies tensors by these same names.
+_MATRIX = re.compile(
+    r"^(blocks\.\d+\.(attn\.(q|k|v|proj)|mlp\.(fc|proj))|bigram\.proj|value_embed\.proj|head)"
+    r"\.weight$"
+)
+_EMBEDDING = re.compile(r"^(tok_emb|bigram\.embed|value_embed\.embed)\.weight$")
+
+
+def param_role(name: str) -> str:
+    """'matrix' (Muon), 'embedding' (AdamW, embedding lr) or 'control' (AdamW, scalar lr)."""
+    if _MATRIX.match(name):
+        return "matrix"
+    if _EMBEDDING.match(name):
+        return "embedding"
+    return "control"
+
+
+def param_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """{'matrix': [...], 'embedding': [...], 'control': [...]} of (name, parameter) pairs."""
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {
+        "matrix": [],
+        "embedding": [],
+        "control": [],
+    }
+    for name, p in model.named_parameters():
+        groups[param_role(name)].append((name, p))
+    return groups
+
+
+def matmul_params(model: GPT) -> int:
+    """Parameters that take part in a matmul per token (embedding lookups excluded)."""
+    total = sum(p.numel() for name, p in model.named_parameters() if _MATRIX.match(name))
+    if model.head is None:
+        total += model.tok_emb.weight.numel()  # the tied head is a real matmul
+    return total
+
+
+def train_flops_per_token(model: GPT, seq_len: int) -> float:
+    """6·N_matmul + causal attention FLOPs per trained token.
+
+    Attention forward per layer and token: QK^T and AV each 2·ctx·(heads·head_dim) with a
+    causal mean context of T/2, so 2·T·h·d; fwd+bwd triples it.
+    """
+    cfg = model.cfg
+    attn = 6 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+    return 6.0 * matmul_params(model) + attn

@@ -1,0 +1,49 @@
+"""Small building blocks: the fp32-master linear layer (with late QAT) and the relu² MLP."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pgolf.format.grid import fake_quantize_rows
+
+
+class CastedLinear(nn.Linear):
+    """Bias-free linear layer whose fp32 master weight is cast to the activation dtype.
+
+    ``qat_bits`` > 0 snaps the weight to the packer's symmetric per-row intN grid in the
+    forward pass (straight-through backward), so late training adapts to the exact values
+    the artifact will decode. It is a plain attribute: torch.compile guards on it and
+    keeps one graph per value, and the trainer compiles both during its warmup steps.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.qat_bits = 0
+        # Output projections (attn.proj, mlp.proj) get zero / 1/sqrt(2L)-scaled init.
+        self.is_output = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if self.qat_bits:
+            w = fake_quantize_rows(w, self.qat_bits)
+        return F.linear(x, w.to(x.dtype))
+
+
+class MLP(nn.Module):
+    """relu² MLP (squared ReLU beat GELU at this scale in the modded-nanogpt speedruns)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc = CastedLinear(dim, hidden)
+        self.proj = CastedLinear(hidden, dim)
+        self.proj.is_output = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """Parameter-free RMSNorm: the per-channel scales live in the residual branches instead."""
+    return F.rms_norm(x, (x.size(-1),))

@@ -1,0 +1,5 @@
+"""`python -m pgolf.train`: what torchrun launches (`torchrun ... -m pgolf.train`)."""
+
+from pgolf.train.cli import main
+
+main()

@@ -1,0 +1,50 @@
+"""Constants of the artifact container v1 (formats/artifact-v1.md is the normative text)."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+MAGIC = b"\x89PGF\r\n\x1a\n"  # PNG-style: a text-mode transfer or a truncated copy breaks it.
+MAJOR = 1  # Container layout version; a reader accepts exactly its own major.
+MINOR = 0  # Additions a v1.0 reader may ignore (new optional header keys).
+SCHEME_VERSION = 1  # Meaning of the quantization schemes (intN = q * fp16 scale per row/group).
+
+# Preamble: magic, major, minor, scheme version, header codec, reserved,
+# header stored length, header raw length, payload length, payload crc32, header crc32.
+PREAMBLE = struct.Struct("<8sHHHBBIIQII")
+PREAMBLE_SIZE = PREAMBLE.size  # 40 bytes
+HEADER_CRC_SPAN = PREAMBLE_SIZE - 4  # the header crc covers the preamble before it + the header
+
+# Header codec ids in the preamble (payload segments name their codec in the header).
+HEADER_CODECS = {0: "raw", 1: "zstd"}
+
+# Caps: a hostile file must not make the reader allocate or loop without bound.
+MAX_HEADER_BYTES = 16 << 20  # stored and decompressed header
+MAX_TENSORS = 1 << 16
+MAX_SEGMENTS = 1 << 17
+MAX_NDIM = 8
+MAX_NUMEL = 1 << 32  # elements per tensor
+MAX_SEGMENT_RAW = 1 << 32  # decompressed bytes per segment
+MAX_TOTAL_RAW = 1 << 34  # decompressed bytes over the whole artifact
+MAX_NAME_CHARS = 256
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+CODECS = ("raw", "zstd", "brotli", "lzma", "rans")
+FILTERS = ("none", "shuffle2", "shuffle4")
+DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}  # original dtype -> bytes per element
+PASSTHROUGH = {"fp32": 4, "fp16": 2, "bf16": 2}  # passthrough scheme -> bytes per element
+INT_BITS = range(2, 9)  # int2 .. int8
+SCALE_DTYPES = {"float16": 2}
+
+
+def int_scheme_bits(scheme: str) -> int | None:
+    """'int6' -> 6; None for passthrough or unknown schemes."""
+    if scheme.startswith("int") and scheme[3:].isdigit():
+        bits = int(scheme[3:])
+        return bits if bits in INT_BITS else None
+    return None
+
+
+def is_known_scheme(scheme: str) -> bool:
+    return scheme in PASSTHROUGH or int_scheme_bits(scheme) is not None

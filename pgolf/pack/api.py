@@ -1,0 +1,176 @@
+"""The three commands as functions: pack a checkpoint, unpack an artifact, inspect one.
+
+Resolved config: the artifact's header carries it (``meta.config``) and a sidecar
+``ARTIFACT.config.json`` repeats it next to the file for humans and tools.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import pgolf
+from pgolf.checkpoint import load_checkpoint, save_checkpoint
+from pgolf.config import RunConfig, from_json
+from pgolf.config.base import to_dict
+from pgolf.config.pack import PackConfig
+from pgolf.errors import PgolfError
+from pgolf.format import load_artifact, read_header
+from pgolf.format.reader import tokenizer_identity
+from pgolf.io import atomic_write_bytes, atomic_write_text
+from pgolf.logs import Logger
+from pgolf.pack import budget as B
+from pgolf.pack import codebytes, report
+from pgolf.pack.packer import PackResult, pack_state
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    return Path(f"{artifact}.config.json")
+
+
+def code_bytes_for(cfg: PackConfig) -> int:
+    return cfg.code_bytes if cfg.code_bytes >= 0 else codebytes.measure().shipped_bytes
+
+
+def tokenizer_for(info: dict[str, Any], run: RunConfig, path: str | Path | None) -> dict:
+    if path is not None:
+        return tokenizer_identity(path)
+    tok = info.get("tokenizer") or {}
+    return {
+        "vocab_size": int(tok.get("vocab_size", run.model.vocab_size)),
+        "sha256": tok.get("sha256"),
+    }
+
+
+def pack_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    cfg: PackConfig,
+    *,
+    tokenizer: str | Path | None = None,
+    log: Logger | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pack ``checkpoint`` into ``out`` under ``cfg.budget_bytes``; returns a summary dict."""
+    log = log or Logger(enabled=False)
+    t0 = time.perf_counter()
+    tensors, run, info = load_checkpoint(checkpoint)
+    run = dataclasses.replace(run, pack=cfg)
+    tok = tokenizer_for(info, run, tokenizer)
+    if tok["vocab_size"] != run.model.vocab_size:
+        raise PgolfError(
+            f"tokenizer vocab {tok['vocab_size']} != model vocab "
+            f"{run.model.vocab_size}; pass the tokenizer the model was trained with"
+        )
+    code = code_bytes_for(cfg)
+    quantizer, calib_s = _gptq(tensors, run, cfg, log)
+    meta = {
+        "config": run.to_dict(),
+        "code_bytes": code,
+        "created_by": f"pgolf {pgolf_version()}",
+        "calibration_s": round(calib_s, 3),
+    }
+
+    def pack_fn(setting, prune) -> PackResult:
+        bits = setting or (cfg.embed_bits, cfg.attn_bits, cfg.mlp_bits)
+        m = dict(meta, bits="/".join(map(str, bits)), prune=prune)
+        return pack_state(
+            tensors,
+            model=to_dict(run.model),
+            tokenizer=tok,
+            cfg=cfg,
+            setting=setting,
+            prune_fraction=prune,
+            meta=m,
+            quantizer=quantizer,
+            progress=progress,
+        )
+
+    if cfg.search:
+        try:
+            result, row, rows = B.search(tensors, cfg, code, pack_fn)
+        except B.BudgetError as e:
+            log.log(f"search_table\n{B.format_table(e.rows)}")
+            raise
+        log.log(f"search_table\n{B.format_table(rows)}")
+        setting = row.bits
+    else:
+        result = pack_fn(None, cfg.prune_fraction)
+        setting = f"{cfg.embed_bits}/{cfg.attn_bits}/{cfg.mlp_bits}"
+        if len(result.data) + code > cfg.budget_bytes:
+            raise B.BudgetError(
+                f"artifact {len(result.data):,} + code {code:,} = {len(result.data) + code:,} "
+                f"bytes exceeds the budget of {cfg.budget_bytes:,}; enable pack.search or use "
+                "fewer bits / more pruning",
+                [],
+            )
+    atomic_write_bytes(out, result.data)
+    atomic_write_text(sidecar_path(out), run.to_json())
+    summary = {
+        "artifact": str(out),
+        "artifact_bytes": len(result.data),
+        "code_bytes": code,
+        "total_bytes": len(result.data) + code,
+        "budget_bytes": cfg.budget_bytes,
+        "bits_e_a_m": setting,
+        "mean_rel_err": result.mean_error(tensors),
+        "calibration_s": round(calib_s, 3),
+        "pack_s": round(time.perf_counter() - t0, 3),
+    }
+    log.log("pack", **summary)
+    return summary
+
+
+def _gptq(tensors, run: RunConfig, cfg: PackConfig, log: Logger):
+    if not cfg.gptq:
+        return None, 0.0
+    from pgolf.pack import gptq
+
+    t = time.perf_counter()
+    hessians = gptq.calibrate(tensors, run.model, cfg)
+    seconds = time.perf_counter() - t
+    log.log(
+        "calibration", samples=cfg.gptq_samples, seq_len=cfg.gptq_seq_len, calibration_s=seconds
+    )
+    return gptq.make_quantizer(hessians, cfg), seconds
+
+
+def pgolf_version() -> str:
+    return getattr(pgolf, "__version__", "0")
+
+
+def unpack_artifact(artifact: str | Path, out_dir: str | Path) -> Path:
+    """Dequantized checkpoint.safetensors + config.json (original dtypes) in ``out_dir``."""
+    art = load_artifact(artifact)
+    config = art.header.meta.get("config")
+    if isinstance(config, dict):
+        run = from_json(config)
+    else:  # an artifact written by another tool: rebuild from the model section alone
+        run = from_json({"model": art.model})
+    state = {n: t.to(art.dtypes[n]) for n, t in art.state.items()}
+    return save_checkpoint(
+        out_dir, state, run, tokenizer=dict(art.tokenizer), extra={"unpacked_from": str(artifact)}
+    )
+
+
+def inspect_artifact(
+    artifact: str | Path, *, budget: int | None = None, code_bytes: int | None = None
+) -> dict[str, Any]:
+    header, size = read_header(artifact)
+    load_artifact(artifact)  # full validation: a broken stream must fail inspect too
+    if code_bytes is None:
+        code_bytes = int(header.meta.get("code_bytes", codebytes.measure().shipped_bytes))
+    if budget is None:
+        budget = int(header.meta.get("config", {}).get("pack", {}).get("budget_bytes", 16_000_000))
+    return report.summary(header, size, code_bytes, budget)
+
+
+def state_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Parameter-weighted relative squared error between two state dicts (tests, bench)."""
+    num = sum(float((a[n].float() - b[n].float()).square().sum()) for n in a)
+    den = sum(float(a[n].float().square().sum()) for n in a)
+    return num / den if den else 0.0

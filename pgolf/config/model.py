@@ -63,7 +63,8 @@ class ModelConfig:
     zero_init_proj: bool = True
     # Under bf16 autocast, carry the residual stream in bf16 instead of fp32 (the embedding
     # output is fp32): halves the bytes of every norm/scale/mix kernel around the matmuls.
-    bf16_residual: bool = False
+    # H100, micro-batch 24: 1.078M tok/s vs 0.963M in fp32, same loss after 9 steps.
+    bf16_residual: bool = True
     # Attention kernel: "auto" picks FA3 > FA2 > SDPA (cuDNN first) at run time; "sdpa_cudnn"
     # forces cuDNN (KV expanded), "sdpa_flash" SDPA's flash kernel, "math" the reference.
     attention_backend: Literal["auto", "fa3", "fa2", "sdpa", "sdpa_cudnn", "sdpa_flash", "math"] = (

@@ -31,19 +31,18 @@ from pgolf.config.eval import TTT_MODES
 @click.option(
     "--ttt",
     type=click.Choice(TTT_MODES),
-    default=None,
-    help="Test-time training (default: eval.ttt = two-phase, score-first).",
+    multiple=True,
+    help="Test-time training (default: eval.ttt = two-phase, score-first). Repeat it to score "
+    "several modes from one load and one compile; paths then need a {ttt} placeholder.",
 )
 @click.option(
     "--report",
     "report_path",
-    type=click.Path(path_type=Path),
-    help="Write the report as JSON here.",
+    help="Write the report as JSON here ({ttt} is replaced by the mode).",
 )
 @click.option(
     "--save-token-nll",
-    type=click.Path(path_type=Path),
-    help="Write per-token NLL (nats, float32, stream order) as .npy.",
+    help="Write per-token NLL (nats, float32, stream order) as .npy ({ttt} as for --report).",
 )
 @click.option(
     "--max-tokens",
@@ -57,29 +56,43 @@ def evaluate(
 ) -> None:
     """Score ARTIFACT (a .pgolf file or a checkpoint run dir) on the val split: val_bpb."""
     from pgolf import runtime
-    from pgolf.eval.evaluate import evaluate_artifact
+    from pgolf.eval.evaluate import evaluate_many
     from pgolf.eval.report import detail_line, summary_line, write_report
 
-    overrides = tuple(overrides) + ((f"eval.ttt={ttt}",) if ttt else ())
-    cfg = resolve_config(preset, overrides).eval
-    d = runtime.init(cfg.device)
+    modes = list(dict.fromkeys(ttt)) or [None]
+    cfgs = [
+        resolve_config(preset, tuple(overrides) + ((f"eval.ttt={m}",) if m else ())).eval
+        for m in modes
+    ]
+    reports_to = _per_mode(report_path, cfgs, "--report")
+    nll_to = _per_mode(save_token_nll, cfgs, "--save-token-nll")
+    d = runtime.init(cfgs[0].device)
     try:
-        report = evaluate_artifact(
-            artifact,
-            data_dir,
-            tokenizer,
-            cfg,
-            max_tokens=max_tokens,
-            save_token_nll=save_token_nll,
-            d=d,
+        reports = evaluate_many(
+            artifact, data_dir, tokenizer, cfgs, max_tokens=max_tokens, token_nll_paths=nll_to, d=d
         )
         if d.is_main:
-            click.echo(detail_line(report))
-            click.echo(summary_line(report))
-            if report_path is not None:
-                write_report(report_path, report)
+            for i, report in enumerate(reports):
+                click.echo(detail_line(report))
+                click.echo(summary_line(report))
+                if reports_to is not None:
+                    write_report(reports_to[i], report)
     finally:
         runtime.shutdown()
+
+
+def _per_mode(template: str | None, cfgs, option: str) -> list[Path] | None:
+    """One path per mode from a template; several modes need the {ttt} placeholder."""
+    from pgolf.eval.load import EvalInputError
+
+    if template is None:
+        return None
+    if len(cfgs) > 1 and "{ttt}" not in template:
+        raise EvalInputError(
+            f"{option} {template!r} needs a {{ttt}} placeholder when several --ttt modes run, "
+            "e.g. eval_{ttt}.json"
+        )
+    return [Path(template.replace("{ttt}", c.ttt)) for c in cfgs]
 
 
 main = standalone(evaluate)

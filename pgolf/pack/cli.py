@@ -25,8 +25,9 @@ from pgolf.cli_common import config_options, resolve_config
     help="SentencePiece .model whose sha256 and vocab size the artifact records.",
 )
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--report", type=click.Path(), default=None, help="Write the pack summary as JSON.")
 @config_options
-def pack(checkpoint, output, budget, tokenizer, no_progress, preset, overrides):
+def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, overrides):
     """Prune, quantize and entropy-code CHECKPOINT (a run dir) into an artifact."""
     from pgolf.logs import Logger
     from pgolf.pack.api import pack_checkpoint
@@ -35,9 +36,13 @@ def pack(checkpoint, output, budget, tokenizer, no_progress, preset, overrides):
     cfg = run.pack
     if budget is not None:
         cfg = run.with_overrides([f"pack.budget_bytes={budget}"]).pack
-    pack_checkpoint(
+    summary = pack_checkpoint(
         checkpoint, output, cfg, tokenizer=tokenizer, log=Logger(), progress=not no_progress
     )
+    if report is not None:
+        from pgolf.io import atomic_write_text
+
+        atomic_write_text(report, json.dumps(summary, indent=2) + "\n")
 
 
 @click.command()

@@ -1,12 +1,85 @@
-"""Placeholder until the one-command pipeline lands (issue 6)."""
+"""``pgolf run``: data build → train → pack → eval in one folder, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
-from pgolf.errors import NotImplementedYet
+from pgolf.cli_common import config_options
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(args: tuple[str, ...]) -> None:
-    """Run data → train → pack → eval (not implemented yet)."""
-    raise NotImplementedYet("pgolf run is not implemented yet")
+@click.command()
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True
+)
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    help="Text files (.txt/.jsonl/.jsonl.zst/.jsonl.xz); none = embedded demo corpus.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    help="Existing shard folder instead of building one.",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    help="SentencePiece model (default: train one on the input).",
+)
+@click.option(
+    "--gpus",
+    type=int,
+    default=None,
+    help="Processes for train and eval (default: all visible GPUs, 1 on CPU).",
+)
+@click.option(
+    "--train-seconds",
+    type=float,
+    default=None,
+    help="Training clock budget; scales the recipe (see README).",
+)
+@click.option(
+    "--ttt",
+    "ttt_modes",
+    multiple=True,
+    default=("none", "two-phase"),
+    show_default=True,
+    help="TTT modes to evaluate the artifact with.",
+)
+@click.option(
+    "--redo",
+    multiple=True,
+    type=click.Choice(["data", "train", "pack", "eval", "all"]),
+    help="Redo a finished stage (and everything after it).",
+)
+@config_options
+@click.pass_context
+def run(
+    ctx, out, inputs, data_dir, tokenizer, gpus, train_seconds, ttt_modes, redo, preset, overrides
+):
+    """Run the whole pipeline. With no arguments on a CPU machine: the tiny demo (< 5 min)."""
+    import torch
+
+    from pgolf.pipeline.runner import run_pipeline
+
+    if gpus is None:
+        gpus = max(1, torch.cuda.device_count())
+    if ctx.get_parameter_source("preset") is click.core.ParameterSource.DEFAULT:
+        # The full recipe on 2 CPU cores would run for days: without GPUs the default is the demo.
+        preset = "default" if torch.cuda.is_available() else "tiny"
+    run_pipeline(
+        out=out,
+        inputs=tuple(inputs),
+        data_dir=data_dir,
+        tokenizer=tokenizer,
+        nproc=gpus,
+        train_seconds=train_seconds,
+        ttt_modes=tuple(ttt_modes),
+        redo=tuple(redo),
+        preset=preset,
+        overrides=tuple(overrides),
+    )

@@ -1,0 +1,92 @@
+"""Runs the plan: resolve one config, run the unfinished stages in order, write the summary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pgolf.config import RunConfig, from_json, resolve
+from pgolf.errors import ConfigError
+from pgolf.io import atomic_write_text
+from pgolf.pipeline import plan
+from pgolf.pipeline.scaling import scaling_overrides
+from pgolf.pipeline.stages import STAGES, is_done, marker, run_stage
+from pgolf.pipeline.summary import write_summary
+
+
+def _check_same_config(out: Path, config: RunConfig) -> None:
+    """Refuse to resume a folder whose finished stages used another config."""
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    before = from_json(path.read_text())
+    if before != config:
+        raise ConfigError(
+            f"{out} was started with a different config (see {path}); "
+            "re-run with the same options, pass --redo all, or use a new --out folder"
+        )
+
+
+def _redo_from(out: Path, redo: tuple[str, ...]) -> None:
+    """Forget the named stage and every stage after it."""
+    if not redo:
+        return
+    first = 0 if "all" in redo else min(STAGES.index(name) for name in redo)
+    for name in STAGES[first:]:
+        for path in (out / "stages").glob(f"{name}*.json"):
+            path.unlink()
+    if first <= STAGES.index("train") and (out / "train").exists():
+        # A redone training run starts fresh instead of resuming the old checkpoint.
+        shutil.rmtree(out / "train")
+
+
+def run_pipeline(
+    *,
+    out: Path,
+    inputs: tuple[str, ...],
+    data_dir: Path | None,
+    tokenizer: Path | None,
+    nproc: int,
+    train_seconds: float | None,
+    ttt_modes: tuple[str, ...],
+    redo: tuple[str, ...],
+    preset: str,
+    overrides: tuple[str, ...],
+) -> dict:
+    base = resolve(preset, overrides)
+    scaled = scaling_overrides(base, nproc=nproc, train_seconds=train_seconds)
+    # User overrides win over the scaling rule: they come last.
+    all_overrides = (*scaled, *overrides)
+    config = resolve(preset, all_overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    _redo_from(out, redo)
+    _check_same_config(out, config)
+    atomic_write_text(out / "config.json", config.to_json())
+    atomic_write_text(out / "overrides.json", json.dumps(list(all_overrides), indent=2) + "\n")
+
+    p = plan.PipelineInputs(
+        out=out,
+        inputs=inputs,
+        data_dir=data_dir,
+        tokenizer=tokenizer,
+        nproc=nproc,
+        ttt_modes=ttt_modes,
+    )
+    cfg_args = plan.config_args(config, all_overrides)
+    if data_dir is None:
+        _run(out, plan.data_stage(p, cfg_args))
+    tok = plan.resolve_tokenizer(p)
+    _run(out, plan.train_stage(p, cfg_args, tok))
+    _run(out, plan.pack_stage(p, cfg_args, tok))
+    _run(out, plan.eval_stage(p, cfg_args, tok))
+    return write_summary(out, config, ttt_modes)
+
+
+def _run(out: Path, stage) -> None:
+    if is_done(out, stage):
+        print(
+            f"stage:{stage.name} status:skipped reason:done_before marker:{marker(out, stage.name)}"
+        )
+        return
+    run_stage(out, stage)

@@ -24,14 +24,28 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 set +e
-python3 -m pgolf.cli run --out "$run" --preset default \
+# 570 s: the device kills a call at 600 s; the copy-out below must still run.
+timeout "${PIPELINE_TIMEOUT:-570}" python3 -m pgolf.cli run --out "$run" --preset default \
   --input .carry/bench_subset.jsonl.xz --tokenizer .carry/fineweb_1024_bpe.model \
-  --train-seconds "${TRAIN_SECONDS:-300}" --set data.val_docs=2000 "$@" 2>&1 | tee "$out/pipeline.log"
+  --train-seconds "${TRAIN_SECONDS:-300}" --set data.val_docs=2000 \
+  --set train.val_every_steps=0 --set train.checkpoint_every_steps=0 "$@" 2>&1 | tee "$out/pipeline.log"
 code=${PIPESTATUS[0]}
 set -e
-for f in summary.json summary.md eval_none.json eval_two-phase.json train/loss_curve.png; do
-  [ -f "$run/$f" ] && cp "$run/$f" "$out/$(basename "$f")"
-done
-tar czf "$out/logs.tgz" -C "$run" logs train/train_log.jsonl config.json 2>/dev/null || true
+cp "$run/summary.json" "$out/" 2>/dev/null || true
+cp "$run/train/loss_curve.png" "$out/" 2>/dev/null || true
+tar czf "$out/results.tgz" -C "$run" summary.json summary.md pack.json eval_none.json \
+  eval_two-phase.json logs train/train_log.jsonl config.json overrides.json 2>/dev/null || true
+if [ -n "${EXPORT_CKPT:-}" ] && [ -f "$run/train/checkpoint.safetensors" ]; then
+  # The trained checkpoint as fp16 in <16 MiB parts (the device returns files up to 16 MiB),
+  # for packing benchmarks on the development machine: cat ckpt.part-* > checkpoint.safetensors
+  python3 - "$run/train" <<'PY'
+import sys, json, torch
+from safetensors.torch import load_file, save_file
+d = sys.argv[1]
+t = {k: v.half() for k, v in load_file(f"{d}/checkpoint.safetensors").items()}
+save_file(t, "/tmp/ckpt16.safetensors", metadata={"pgolf_config": open(f"{d}/config.json").read()})
+PY
+  split -b 15M -d /tmp/ckpt16.safetensors "$out/ckpt.part-"
+fi
 echo "bench_wall_s: $(python3 -c "import time; print(round(time.time() - $t0, 1))")"
 exit "$code"

@@ -24,7 +24,7 @@ def _check_same_config(out: Path, config: RunConfig) -> None:
     if before != config:
         raise ConfigError(
             f"{out} was started with a different config (see {path}); "
-            "re-run with the same options, pass --redo all, or use a new --out folder"
+            "re-run with the same options, pass --redo all to start it over, or use a new --out folder"
         )
 
 
@@ -60,8 +60,11 @@ def run_pipeline(
     all_overrides = (*scaled, *overrides)
     config = resolve(preset, all_overrides)
     out.mkdir(parents=True, exist_ok=True)
+    # Check before forgetting anything: a refused run must lose nothing. --redo all starts
+    # the folder over, so it may change the config; a partial redo must keep it.
+    if "all" not in redo:
+        _check_same_config(out, config)
     _redo_from(out, redo)
-    _check_same_config(out, config)
     atomic_write_text(out / "config.json", config.to_json())
     atomic_write_text(out / "overrides.json", json.dumps(list(all_overrides), indent=2) + "\n")
 

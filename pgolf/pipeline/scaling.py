@@ -39,10 +39,14 @@ def compute_share(gpus: int, train_seconds: float) -> float:
 
 
 def scaled_batch(cfg: RunConfig, gpus: int, share: float) -> int:
-    """sqrt(share) of the reference batch, in whole micro-batches on every rank (at least one)."""
+    """sqrt(share) of the reference batch (capped at it), in whole micro-batches on every rank."""
     unit = gpus * cfg.train.micro_batch_seqs * cfg.train.seq_len
     target = REF_BATCH_TOKENS * math.sqrt(min(1.0, share))
     return max(1, round(target / unit)) * unit
+
+
+# The EMA must keep averaging at least this little per step, however short the run.
+MIN_EMA_DECAY = 0.5
 
 
 def scaling_overrides(cfg: RunConfig, *, nproc: int, train_seconds: float | None) -> list[str]:
@@ -56,15 +60,18 @@ def scaling_overrides(cfg: RunConfig, *, nproc: int, train_seconds: float | None
     if cfg.preset != "default":
         return overrides
     share = compute_share(nproc, seconds)
+    batch = scaled_batch(cfg, nproc, share)
+    if batch != cfg.train.global_batch_tokens:
+        # Also at share >= 1: 786,432 is not whole micro-batches on 3, 5, 6 or 7 GPUs.
+        overrides.append(f"train.global_batch_tokens={batch}")
     if share >= 1.0:
         return overrides
-    batch = scaled_batch(cfg, nproc, share)
     steps_ratio = share / (batch / REF_BATCH_TOKENS)
     t = cfg.train
+    ema_decay = max(MIN_EMA_DECAY, 1.0 - (1.0 - t.ema_decay) / steps_ratio)
     overrides += [
-        f"train.global_batch_tokens={batch}",
         f"train.muon_momentum_warmup_steps={max(1, round(t.muon_momentum_warmup_steps * steps_ratio))}",
         f"train.swa_every_steps={max(1, round(t.swa_every_steps * steps_ratio))}",
-        f"train.ema_decay={1.0 - (1.0 - t.ema_decay) / steps_ratio:.6f}",
+        f"train.ema_decay={ema_decay:.6f}",
     ]
     return overrides

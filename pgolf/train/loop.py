@@ -335,6 +335,11 @@ class Trainer:
                     self.ema.update(self.model, self.step)
                 if self.swa is not None:
                     self.swa.maybe_update(self.model, self.step, scale)
+                if self.cuda:
+                    # The step's kernels are still queued: without this wait the clock
+                    # counted only the CPU's launch time (an H100 run measured 269 s on the
+                    # clock for 414 s of real steps). The loss read below waits anyway.
+                    torch.cuda.synchronize(self.device)
                 local = self.elapsed + time.perf_counter() - t_start
                 loss_v, self.elapsed, ok = self._sync_status(loss, local)
                 window_steps += 1

@@ -7,7 +7,7 @@
 Trains a small GPT briefly on the train split (its own loop: the evaluator side must not
 depend on pgolf.train), fake-quantizes its block matrices to int``--bits`` per row (the
 damage phase 1 is meant to repair), then scores a val prefix under each TTT variant.
-Figures feed the defaults in pgolf/config/eval.py and docs/BENCHMARKS-eval.md.
+Figures feed the defaults in pgolf/config/eval.py and docs/BENCHMARKS.md (Appendix C, §4).
 """
 
 from __future__ import annotations

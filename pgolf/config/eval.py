@@ -2,7 +2,7 @@
 
 Owned by the evaluator (pgolf/eval). Defaults are the compliant challenge setting: window
 2048, stride 64, two-phase score-first TTT. TTT defaults were chosen by the CPU ablation
-recorded in docs/BENCHMARKS-eval.md; every knob is one ``--set eval.KEY=VALUE`` away so
+recorded in docs/BENCHMARKS.md (Appendix C, §4); every knob is one ``--set eval.KEY=VALUE`` away so
 they can be re-tuned on GPU.
 """
 
@@ -54,7 +54,7 @@ class EvalConfig:
     ttt_phase1_steps: int = 1
     # Phase 2 (last K blocks + control + tied head, SGD) runs on chunks >= this; -1 = never.
     # 0 = from the first chunk, overlapping phase 1: handing over at chunk 2/8/24 instead lost
-    # 0.0006/0.0020/0.0052 bpb in the CPU ablation (docs/BENCHMARKS-eval.md).
+    # 0.0006/0.0020/0.0052 bpb in the CPU ablation (docs/BENCHMARKS.md (Appendix C, §4)).
     ttt_phase2_from_chunk: int = 0
     # SGD learning rate of phase 2. H100 sweep on the bench-300 artifact (phase 2 only):
     # 1e-3 ... 3e-2 improve monotonically up to 3e-2 (1.18979), 1e-1 hurts (1.19575).

@@ -2,7 +2,7 @@
 
 Why: quantized weights are close to i.i.d. given their tensor, so an order-0 coder with an
 exactly fitted per-stream histogram reaches the empirical entropy; zstd's Huffman literals
-stay ~0.8% above it (measured, docs/BENCHMARKS-pack.md). A Python loop over 27 M symbols
+stay ~0.8% above it (measured, docs/BENCHMARKS.md, Appendix B). A Python loop over 27 M symbols
 would take minutes, so each stream is split into K lanes (symbol i goes to lane i % K) and
 one numpy step advances every lane of every stream at once: ~4k steps decode a whole model.
 

@@ -20,6 +20,12 @@ from pgolf.errors import ConfigError
 T = TypeVar("T")
 
 
+def need(cond: bool, msg: str) -> None:
+    """Validation step of a section's ``__post_init__``: ValueError with the message if false."""
+    if not cond:
+        raise ValueError(msg)
+
+
 def closest(name: str, options: typing.Iterable[str]) -> str:
     """A "did you mean" suffix naming the closest valid option, or the full list."""
     options = sorted(options)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from pgolf.config.base import need
+
 # "pre-train-on-val" learns from the whole val split before scoring it: earlier public
 # submissions did this; it breaks score-first, so reports mark it non-compliant.
 TTT_MODES = ("two-phase", "none", "pre-train-on-val")
@@ -73,10 +75,6 @@ class EvalConfig:
     ttt_research_epochs: int = 1
 
     def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(msg)
-
         need(self.window >= 2, f"window must be >= 2, got {self.window}")
         need(
             1 <= self.stride <= self.window,

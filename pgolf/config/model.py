@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from pgolf.config.base import need
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
@@ -72,10 +74,6 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(msg)
-
         need(
             2 <= self.vocab_size <= 65_535,
             f"vocab_size must be in [2, 65535], got {self.vocab_size}",

@@ -10,6 +10,8 @@ import dataclasses
 import re
 from typing import Any, Literal
 
+from pgolf.config.base import need
+
 _CODECS = ("raw", "zstd", "brotli", "lzma", "rans")
 
 
@@ -80,10 +82,6 @@ class PackConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(msg)
-
         need(self.budget_bytes > 0, f"budget_bytes must be > 0, got {self.budget_bytes}")
         for name in ("mlp_pattern", "attn_pattern", "embed_pattern", "fp32_pattern"):
             try:

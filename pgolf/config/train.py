@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from pgolf.config.base import need
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
@@ -94,10 +96,6 @@ class TrainConfig:
     checkpoint_every_steps: int = 1000
 
     def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(msg)
-
         need(self.train_seconds > 0, f"train_seconds must be > 0, got {self.train_seconds}")
         need(self.max_steps >= 0, "max_steps must be >= 0 (0 = no step cap)")
         need(self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}")

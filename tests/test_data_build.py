@@ -229,6 +229,10 @@ def test_val_docs_leaving_no_train_docs(tmp_path, docs, demo_tokenizer):
     src = write_jsonl(tmp_path / "in.jsonl", docs[:5])
     with pytest.raises(DataError, match="5 documents, and val_docs=10 leaves none for train"):
         build([src], tmp_path / "out", cfg(), demo_tokenizer, log=quiet())
+    # Without a tokenizer the build trains one on train documents: the error names the cause
+    # (the val split took them all), not SentencePiece's "no sentences".
+    with pytest.raises(DataError, match="no documents after the first val_docs=10"):
+        build([src], tmp_path / "out2", cfg(), None, log=quiet())
 
 
 def test_bad_tokenizer_files(tmp_path, docs):

@@ -124,6 +124,15 @@ def prepare_tokenizer(
             cfg.val_docs,
             cfg.val_docs + cfg.tokenizer_train_docs,
         )
+        first = next(train_docs, None)
+        if first is None:
+            # The tokenizer learns from train documents only; say why there are none.
+            raise DataError(
+                f"{', '.join(map(str, inputs))}: no documents after the first val_docs="
+                f"{cfg.val_docs} (the val split) to train a tokenizer on; lower --val-docs or "
+                "add input"
+            )
+        train_docs = itertools.chain([first], train_docs)
         training = train_tokenizer(
             train_docs, target, cfg.vocab_size, cfg.tokenizer_max_sentence_chars
         )

@@ -121,15 +121,9 @@ def tokenizer_fixture(tmp_path_factory) -> Path:
 
 def noisy_tiny_model(seed: int = 0, **model_overrides):
     """A tiny GPT whose zero-initialised paths are switched on (so every feature matters)."""
-    from pgolf.model import GPT
+    from model_helpers import noisy_model
 
-    cfg = dataclasses.replace(TINY.model, **model_overrides)
-    torch.manual_seed(seed)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
+    return noisy_model(dataclasses.replace(TINY.model, **model_overrides), seed)
 
 
 def random_stream(n: int, vocab: int = 512, seed: int = 0, bos_every: int = 97) -> np.ndarray:

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import noisy_model
 
 from pgolf.config import resolve
 from pgolf.format.grid import dequantize_rows, quantize_rows
@@ -15,16 +16,6 @@ from pgolf.model.attention import exclusive_self_attention
 from pgolf.model.extras import BigramHash
 
 TINY = resolve("tiny").model
-
-
-def noisy_model(cfg=TINY, seed=0) -> GPT:
-    """A model whose zero-initialised paths are switched on, so causality is really tested."""
-    torch.manual_seed(seed)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 FEATURE_OFF = {

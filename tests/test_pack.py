@@ -102,21 +102,23 @@ def _sizes(state, cfg) -> tuple[int, int]:
     return min(r.est_bytes for r in rows), max(r.est_bytes for r in rows)
 
 
+def _pack_fn(state, cfg):
+    """The (setting, prune) -> PackResult callback the budget search drives."""
+
+    def fn(setting, prune):
+        return pack_state(
+            state, model={}, tokenizer=TOK, cfg=cfg, setting=setting, prune_fraction=prune
+        )
+
+    return fn
+
+
 def test_budget_search_lands_under_budget(tiny_state) -> None:
     lo, hi = _sizes(tiny_state, tiny_cfg())
     budget = (lo + hi) // 2
     cfg = tiny_cfg(budget_bytes=budget)
 
-    def fn(s, p):
-        return pack_state(
-            tiny_state,
-            model={},
-            tokenizer=TOK,
-            cfg=cfg,
-            setting=s,
-            prune_fraction=p,
-        )
-
+    fn = _pack_fn(tiny_state, cfg)
     result, row, rows = B.search(tiny_state, cfg, 1000, fn)
     assert len(result.data) + 1000 <= budget and row.status == "chosen"
     # Every setting with a lower expected error was skipped for being over budget.
@@ -128,16 +130,7 @@ def test_budget_search_lands_under_budget(tiny_state) -> None:
 def test_budget_search_fails_cleanly(tiny_state) -> None:
     cfg = tiny_cfg(budget_bytes=1000)
 
-    def fn(s, p):
-        return pack_state(
-            tiny_state,
-            model={},
-            tokenizer=TOK,
-            cfg=cfg,
-            setting=s,
-            prune_fraction=p,
-        )
-
+    fn = _pack_fn(tiny_state, cfg)
     with pytest.raises(B.BudgetError, match="smallest reached is") as info:
         B.search(tiny_state, cfg, 0, fn)
     assert info.value.rows and "\n" not in str(info.value)

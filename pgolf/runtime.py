@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -57,4 +58,10 @@ def init(want_device: str = "auto") -> Dist:
 
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
+        # Leave together: a gloo rank that tears the group down while a peer is still
+        # connected aborts that peer ("terminate called without an active exception", seen in
+        # the 2-process eval test about 1 run in 5). Callers run this in `finally`: when an
+        # exception is on its way out, peers may never arrive, so skip the barrier.
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()

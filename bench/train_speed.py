@@ -37,6 +37,7 @@ from pgolf.model import (  # noqa: E402
     param_groups,
     train_flops_per_token,  # noqa: E402
 )
+from pgolf.runtime import set_mix_order_reduction  # noqa: E402
 from pgolf.train.loop import H100_BF16_PEAK_FLOPS  # noqa: E402
 from pgolf.train.muon import Muon  # noqa: E402
 
@@ -75,28 +76,57 @@ def agreement(backends: list[str]) -> dict[str, dict]:
     return results
 
 
-def profile_step(step, name: str) -> None:
-    """Top CUDA kernels of one optimizer step: where the step time goes."""
+def profile_step(step, name: str, dump_dir: str | None) -> None:
+    """Top CUDA kernels of one optimizer step (full names), optionally with their sources."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
-    table = prof.key_averages().table(
-        sort_by="cuda_time_total", row_limit=14, max_name_column_width=160
-    )
-    print(f"profile_backend:{name}\n{table}", flush=True)
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    total = sum(e.self_device_time_total for e in events)
+    print(f"profile_backend:{name} cuda_ms_per_step:{total / 1000:.1f}", flush=True)
+    for e in events[:25]:
+        print(
+            f"kernel_ms:{e.self_device_time_total / 1000:8.2f} share:{e.self_device_time_total / total:6.1%}"
+            f" calls:{e.count:5d} name:{e.key}",
+            flush=True,
+        )
+    if dump_dir:
+        dump_kernel_sources([e.key for e in events[:25] if e.key.startswith("triton_")], dump_dir)
+
+
+def dump_kernel_sources(names: list[str], dump_dir: str) -> None:
+    """Copy the Inductor-generated source of each named Triton kernel into ``dump_dir``."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    out = Path(dump_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = set(names)
+    for path in Path(cache_dir()).rglob("*.py"):
+        text = path.read_text(errors="replace")
+        for n in list(wanted):
+            if f"def {n}(" in text:
+                (out / f"{n[:120]}.py").write_text(text)
+                wanted.discard(n)
+    print(f"kernel_sources_dumped:{len(names) - len(wanted)} missing:{len(wanted)}", flush=True)
 
 
 def time_backend(name: str, args) -> dict:
     cfg = resolve("default", args.overrides)
     mcfg = dataclasses.replace(cfg.model, attention_backend=name)
     tc = dataclasses.replace(cfg.train, micro_batch_seqs=args.micro)
+    set_mix_order_reduction(tc.inductor_mix_order_reduction)  # as the trainer does
     accum = tc.accumulation(1)
     torch.manual_seed(0)
     torch.cuda.reset_peak_memory_stats()
     model = GPT(mcfg).cuda()
-    fwd = torch.compile(model, fullgraph=True, dynamic=False) if args.compile else model
+    fwd = (
+        torch.compile(model, fullgraph=True, dynamic=False, mode=args.compile_mode)
+        if args.compile
+        else model
+    )
     groups = param_groups(model)
     muon = Muon(
         groups["matrix"],
@@ -145,7 +175,7 @@ def time_backend(name: str, args) -> dict:
     torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / args.steps
     if args.profile:
-        profile_step(step, name)
+        profile_step(step, name, args.dump_kernels)
     tok_s = tc.global_batch_tokens / dt
     result = {
         "backend": name,
@@ -163,6 +193,22 @@ def time_backend(name: str, args) -> dict:
     return result
 
 
+def set_inductor_option(item: str) -> None:
+    import ast
+
+    import torch._inductor.config as inductor_config
+
+    key, _, value = item.partition("=")
+    *path, leaf = key.split(".")
+    target = inductor_config
+    for part in path:
+        target = getattr(target, part)
+    if not hasattr(target, leaf):
+        sys.exit(f"--inductor {item}: torch._inductor.config has no {key}")
+    setattr(target, leaf, ast.literal_eval(value))
+    print(f"inductor_{key}:{getattr(target, leaf)}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--backends", default="", help="comma list (default: all available but math)")
@@ -173,9 +219,25 @@ def main() -> None:
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one step")
+    ap.add_argument(
+        "--dump-kernels", metavar="DIR", help="with --profile: save top kernels' source"
+    )
+    ap.add_argument(
+        "--inductor",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set torch._inductor.config.KEY (dotted, Python literal value), e.g. "
+        "triton.mix_order_reduction=False",
+    )
+    ap.add_argument(
+        "--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune-no-cudagraphs)"
+    )
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/train_speed.py needs a CUDA GPU")
+    for item in args.inductor:
+        set_inductor_option(item)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     info = {

@@ -65,3 +65,15 @@ def shutdown() -> None:
         if sys.exc_info()[0] is None:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def set_mix_order_reduction(enabled: bool) -> None:
+    """Switch Inductor's mix-order reductions (see TrainConfig.inductor_mix_order_reduction).
+
+    Process-wide, like every torch._inductor.config setting; it affects graphs compiled
+    after the call. Older torch builds without the option are left as they are.
+    """
+    import torch._inductor.config as inductor_config
+
+    if hasattr(inductor_config.triton, "mix_order_reduction"):
+        inductor_config.triton.mix_order_reduction = enabled

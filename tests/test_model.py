@@ -33,6 +33,7 @@ FEATURE_OFF = {
     "no_softcap": {"logit_softcap": 0.0},
     "mha": {"num_kv_heads": 4},
     "odd_layers": {"num_layers": 3, "xsa_last_n": 1, "value_embed_layers": (2,)},
+    "unfused_qkv": {"fused_qkv": False},
 }
 
 
@@ -147,6 +148,24 @@ def test_qat_forward_uses_exactly_the_packers_int6_grid_with_straight_through_gr
     model.set_qat(0)
     torch.testing.assert_close(lin(x), w.T, rtol=0, atol=0)
     assert all(m.qat_bits == 0 for m in model.modules() if hasattr(m, "qat_bits"))
+
+
+@pytest.mark.parametrize("qat_bits", [0, 6])
+def test_fused_qkv_computes_what_three_projections_compute(qat_bits):
+    fused = noisy_model()
+    split = GPT(dataclasses.replace(TINY, fused_qkv=False))
+    split.load_state_dict(fused.state_dict())
+    for m in (fused, split):
+        m.set_qat(qat_bits)
+    ids = torch.randint(0, TINY.vocab_size, (2, 16))
+    tgt = torch.randint(0, TINY.vocab_size, (2, 16))
+    losses = [m(ids, tgt) for m in (fused, split)]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-6)
+    for loss in losses:
+        loss.backward()
+    for name, p in fused.named_parameters():
+        q = dict(split.named_parameters())[name]
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_call_contract_shapes_dtypes_and_loss_agreement():

@@ -152,3 +152,19 @@ def test_accumulation_validation_message():
         resolve("tiny", ["train.warmdown_frac=2"])
     assert resolve("tiny").train.ema_decay == 0.9
     assert dataclasses.asdict(resolve("default").train)["matrix_lr"] == 0.025
+
+
+def test_mix_order_reduction_switch_sets_inductor_and_is_off_by_default():
+    import torch._inductor.config as inductor_config
+
+    from pgolf.runtime import set_mix_order_reduction
+
+    assert TrainConfig().inductor_mix_order_reduction is False
+    before = inductor_config.triton.mix_order_reduction
+    try:
+        set_mix_order_reduction(False)
+        assert inductor_config.triton.mix_order_reduction is False
+        set_mix_order_reduction(True)
+        assert inductor_config.triton.mix_order_reduction is True
+    finally:
+        inductor_config.triton.mix_order_reduction = before

@@ -78,6 +78,11 @@ class TrainConfig:
     qat_bits: int = 6
     # torch.compile (fullgraph) the model and the Newton-Schulz step; ignored on CPU.
     compile: bool = True
+    # Inductor's mix-order reductions fuse a row reduction (an RMSNorm backward) with the
+    # column reductions of per-channel parameter grads. On the H100 (torch 2.11) one such
+    # kernel took 4.9 ms per micro-step; with them off the step ran 4.9% faster
+    # (bench/train_speed.py, docs/BENCHMARKS.md section 3). True restores Inductor's default.
+    inductor_mix_order_reduction: bool = False
     # bf16 autocast for matmuls; ignored on CPU (tests want fp32 exactness).
     autocast_bf16: bool = True
     # "auto" (cuda:LOCAL_RANK when available), "cpu" or "cuda".

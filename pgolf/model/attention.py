@@ -166,6 +166,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = CastedLinear(cfg.num_heads * hd, d)
         self.proj.is_output = True
         self.qk_norm = cfg.qk_norm
+        self.fused_qkv = cfg.fused_qkv
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), float(cfg.q_gain_init)))
         self.rope_dims = cfg.rope_dims
         self.rotary = (
@@ -182,9 +183,16 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, v_extra: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q(x).view(b, t, self.num_heads, self.head_dim)
-        k = self.k(x).view(b, t, self.num_kv_heads, self.head_dim)
-        v = self.v(x)
+        if self.fused_qkv:
+            # QAT grids are per row, so quantizing the parts equals quantizing their concat.
+            w = torch.cat([lin.weight_as(x.dtype) for lin in (self.q, self.k, self.v)])
+            q, k, v = F.linear(x, w).split(
+                (self.q.out_features, self.k.out_features, self.v.out_features), dim=-1
+            )
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q = q.view(b, t, self.num_heads, self.head_dim)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim)
         if v_extra is not None:
             v = v + v_extra
         v = v.view(b, t, self.num_kv_heads, self.head_dim)

@@ -24,11 +24,15 @@ class CastedLinear(nn.Linear):
         # Output projections (attn.proj, mlp.proj) get zero / 1/sqrt(2L)-scaled init.
         self.is_output = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def weight_as(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight this layer multiplies by: fake-quantized under QAT, cast to ``dtype``."""
         w = self.weight
         if self.qat_bits:
             w = fake_quantize_rows(w, self.qat_bits)
-        return F.linear(x, w.to(x.dtype))
+        return w.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_as(x.dtype))
 
 
 class MLP(nn.Module):

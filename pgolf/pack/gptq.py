@@ -13,6 +13,8 @@ must fit inside the training window, so its wall time is logged (``calibration_s
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from pgolf.config.pack import PackConfig
@@ -127,7 +129,8 @@ def calibrate(tensors: dict[str, torch.Tensor], model_cfg, cfg: PackConfig):
     except ImportError as e:  # the model package is owned elsewhere; fail clearly
         raise PgolfError(f"GPTQ needs pgolf.model.GPT, which is not importable ({e})") from None
     device = "cuda" if torch.cuda.is_available() else "cpu"  # seconds on a GPU, minutes on CPU
-    model = GPT(model_cfg).float().eval()
+    # Unfused q/k/v: the Hessian hooks sit on each nn.Linear's own forward call.
+    model = GPT(dataclasses.replace(model_cfg, fused_qkv=False)).float().eval()
     missing, unexpected = model.load_state_dict(
         {k: v.float() for k, v in tensors.items()}, strict=False
     )

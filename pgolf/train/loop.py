@@ -102,6 +102,8 @@ class Trainer:
         self.val_tokens = load_split(data_dir, "val", cfg.model.vocab_size)
         self.byte_tables = ByteTable.from_model(tokenizer).torch_tables(d.device)
         compiled = self.cuda and tc.compile
+        if compiled:
+            runtime.set_mix_order_reduction(tc.inductor_mix_order_reduction)
         self.fwd = (
             torch.compile(self.model, fullgraph=True, dynamic=False) if compiled else (self.model)
         )

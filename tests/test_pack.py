@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pgolf.config import resolve
-from pgolf.config.pack import PackConfig
+from pgolf.config.pack import PackConfig, format_bits, parse_bits
 from pgolf.format import grid, load_artifact
 from pgolf.pack import budget as B
 from pgolf.pack import quantize as Q
@@ -74,6 +74,46 @@ def test_quantization_error_bounds(bits) -> None:
     # Clip search considers ratio 1.0 too, so no row can get worse.
     assert torch.all(row_err(searched) <= row_err(plain) + 1e-12)
     assert Q.rel_sq_error(w, searched.dequantize()) < {4: 0.02, 5: 5e-3, 6: 1.2e-3, 8: 1e-4}[bits]
+
+
+def test_fractional_widths_are_the_largest_grid_under_two_to_the_bits() -> None:
+    assert [grid.qmax(b) for b in (2, 4, 5, 6, 8)] == [1, 7, 15, 31, 127]  # intN unchanged
+    for b in (4.5, 5.25, 5.5, 5.75, 6.5):
+        m = grid.qmax(b)
+        assert 2 * m + 1 <= 2**b < 2 * m + 3  # at most 2**b levels, and no larger grid fits
+        assert grid.scheme_bits(b) == int(b) + 1 and m <= grid.qmax(grid.scheme_bits(b))
+    assert grid.qmax(5.5) == 22
+    with pytest.raises(ValueError, match="2..8 bits"):
+        grid.qmax(8.5)
+
+
+def test_bit_settings_parse_and_print() -> None:
+    assert parse_bits("8/6/5.5") == (8, 6, 5.5)
+    assert format_bits(parse_bits("8/6/5.5")) == "8/6/5.5"
+    for bad in ("8/6", "8/6/x", "8/9/5", "8/6/1.5"):
+        with pytest.raises(ValueError, match="must look like 8/6/5"):
+            parse_bits(bad)
+    with pytest.raises(ValueError, match="search_bits|must look like"):
+        tiny_cfg(search_bits=("8/6/five",))
+
+
+def test_fractional_mlp_width_packs_between_its_neighbours(tiny_state) -> None:
+    cfg = tiny_cfg(search=False)
+    packs = {
+        b: pack_state(tiny_state, model={}, tokenizer=TOK, cfg=cfg, setting=(8, 6, b))
+        for b in (5, 5.5, 6)
+    }
+    art = load_artifact(packs[5.5].data)
+    mlp = [t for t in art.header.tensors if ".mlp." in t.name and t.bits is not None]
+    assert mlp and all(t.bits == 6 for t in mlp)  # stored under int6, the next scheme
+    for t in mlp:
+        # Every row's largest weight sits on level ±22, so amax / 22 is its step; on the int6
+        # grid (±31) the decoded values would not be whole multiples of that step.
+        levels = art.state[t.name] / (art.state[t.name].abs().amax(dim=1, keepdim=True) / 22)
+        assert torch.allclose(levels, levels.round(), atol=1e-3)
+    size = {b: len(p.data) for b, p in packs.items()}
+    err = {b: p.mean_error(tiny_state) for b, p in packs.items()}
+    assert size[5] < size[5.5] < size[6] and err[5] > err[5.5] > err[6]
 
 
 def test_group_scales_decode_as_the_grid(tiny_state) -> None:

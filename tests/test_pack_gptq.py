@@ -12,6 +12,7 @@ from pgolf.format import grid, load_artifact
 from pgolf.pack import gptq
 from pgolf.pack import quantize as Q
 from pgolf.pack.packer import pack_state
+from pgolf.pack.synthetic import random_state
 
 
 def _correlated_inputs(n: int, d: int, seed: int) -> torch.Tensor:
@@ -49,7 +50,7 @@ def test_calibration_is_generated_by_the_model() -> None:
     run = resolve("tiny")
     torch.manual_seed(3)
     state = GPT(run.model).state_dict()  # the model's own names, whatever they are today
-    cfg = dataclasses.replace(run.pack, gptq=True, gptq_samples=2, gptq_seq_len=16)
+    cfg = dataclasses.replace(run.pack, gptq="on", gptq_samples=2, gptq_seq_len=16)
     hessians = gptq.calibrate(state, run.model, cfg)
     h = hessians["blocks.0.mlp.proj.weight"]
     assert h.shape == (run.model.mlp_hidden, run.model.mlp_hidden)
@@ -63,3 +64,23 @@ def test_calibration_is_generated_by_the_model() -> None:
     )
     art = load_artifact(res.data)
     assert set(art.state) == set(state)
+
+
+def test_pack_runs_gptq_when_on_and_auto_leaves_it_to_the_gpu(tmp_path, monkeypatch) -> None:
+    from pgolf.checkpoint import save_checkpoint
+    from pgolf.pack.api import pack_checkpoint, use_gptq
+
+    run = resolve("tiny")
+    save_checkpoint(tmp_path / "ck", random_state(run.model, seed=2), run)
+    cfg = dataclasses.replace(run.pack, search=False, gptq_samples=2, gptq_seq_len=16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not use_gptq(cfg) and use_gptq(dataclasses.replace(cfg, gptq="on"))
+    off = pack_checkpoint(tmp_path / "ck", tmp_path / "a.pgolf", cfg, progress=False)
+    on = pack_checkpoint(
+        tmp_path / "ck", tmp_path / "b.pgolf", dataclasses.replace(cfg, gptq="on"), progress=False
+    )
+    assert (off["gptq"], off["calibration_s"]) == (False, 0.0)
+    assert on["gptq"] and on["calibration_s"] > 0
+    assert (tmp_path / "a.pgolf").read_bytes() != (tmp_path / "b.pgolf").read_bytes()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert use_gptq(cfg)

@@ -76,9 +76,15 @@ _SDPA_LISTS = {
     "math": [SDPBackend.MATH],
 }
 
+_HALF_ONLY = ("fa3", "fa2", "sdpa_cudnn", "sdpa_flash")
+
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
     """Causal attention with GQA; ``backend`` is a concrete name from ``resolve_backend``."""
+    if q.dtype == torch.float32 and backend in _HALF_ONLY:
+        # These kernels take only fp16/bf16; fp32 forwards (GPTQ calibration, eval without
+        # autocast) use SDPA's own choice, which has fp32 kernels.
+        backend = "sdpa"
     if backend == "fa3":
         from flash_attn_interface import flash_attn_func
 

@@ -17,7 +17,7 @@ import pgolf
 from pgolf.checkpoint import load_checkpoint, save_checkpoint
 from pgolf.config import RunConfig, from_json
 from pgolf.config.base import to_dict
-from pgolf.config.pack import PackConfig
+from pgolf.config.pack import PackConfig, format_bits
 from pgolf.errors import PgolfError
 from pgolf.format import load_artifact, read_header
 from pgolf.format.reader import tokenizer_identity
@@ -77,7 +77,7 @@ def pack_checkpoint(
 
     def pack_fn(setting, prune) -> PackResult:
         bits = setting or (cfg.embed_bits, cfg.attn_bits, cfg.mlp_bits)
-        m = dict(meta, bits="/".join(map(str, bits)), prune=prune)
+        m = dict(meta, bits=format_bits(bits), prune=prune)
         return pack_state(
             tensors,
             model=to_dict(run.model),
@@ -100,7 +100,7 @@ def pack_checkpoint(
         setting = row.bits
     else:
         result = pack_fn(None, cfg.prune_fraction)
-        setting = f"{cfg.embed_bits}/{cfg.attn_bits}/{cfg.mlp_bits}"
+        setting = format_bits((cfg.embed_bits, cfg.attn_bits, cfg.mlp_bits))
         if len(result.data) + code > cfg.budget_bytes:
             raise B.BudgetError(
                 f"artifact {len(result.data):,} + code {code:,} = {len(result.data) + code:,} "
@@ -118,6 +118,7 @@ def pack_checkpoint(
         "budget_bytes": cfg.budget_bytes,
         "bits_e_a_m": setting,
         "mean_rel_err": result.mean_error(tensors),
+        "gptq": use_gptq(cfg),
         "calibration_s": round(calib_s, 3),
         "pack_s": round(time.perf_counter() - t0, 3),
     }
@@ -125,8 +126,12 @@ def pack_checkpoint(
     return summary
 
 
+def use_gptq(cfg: PackConfig) -> bool:
+    return cfg.gptq == "on" or (cfg.gptq == "auto" and torch.cuda.is_available())
+
+
 def _gptq(tensors, run: RunConfig, cfg: PackConfig, log: Logger):
-    if not cfg.gptq:
+    if not use_gptq(cfg):
         return None, 0.0
     from pgolf.pack import gptq
 

@@ -26,7 +26,7 @@ from pgolf.pack import quantize as Q
 def gptq_quantize(
     w: torch.Tensor,
     hessian: torch.Tensor,
-    bits: int,
+    bits: float,
     group_size: int = 0,
     ratios: torch.Tensor | None = None,
     *,
@@ -44,7 +44,7 @@ def gptq_quantize(
     hinv = _inverse_cholesky(hessian.double(), damp).float()
     m = grid.qmax(bits)
     work = w.clone()
-    q = torch.zeros(rows, cols, dtype=torch.int8)
+    q = torch.zeros(rows, cols, dtype=torch.int8, device=w.device)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
         w1 = work[:, i1:i2].clone()
@@ -68,21 +68,32 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     h = h.clone()
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
-    h += torch.eye(h.shape[0], dtype=h.dtype) * damp * torch.diagonal(h).mean()
+    h += torch.eye(h.shape[0], dtype=h.dtype, device=h.device) * damp * torch.diagonal(h).mean()
     inv = torch.cholesky_inverse(torch.linalg.cholesky(h))
     return torch.linalg.cholesky(inv, upper=True)
 
 
 def make_quantizer(hessians: dict[str, torch.Tensor], cfg: PackConfig):
-    """A packer hook: GPTQ where a Hessian exists, clip-search rounding elsewhere."""
+    """A packer hook: GPTQ where a Hessian exists, clip-search rounding elsewhere.
+
+    The column sweep runs on the GPU when there is one (thousands of small ops per matrix).
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def quantizer(name, w, bits, group_size, ratios):
         h = hessians.get(name)
         if h is None or h.shape[0] != w.shape[1]:
             return Q.quantize(w, bits, group_size, ratios)
-        return gptq_quantize(
-            w, h, bits, group_size, ratios, damp=cfg.gptq_damp, block=cfg.gptq_block
+        qt = gptq_quantize(
+            w.to(device),
+            h.to(device),
+            bits,
+            group_size,
+            ratios,
+            damp=cfg.gptq_damp,
+            block=cfg.gptq_block,
         )
+        return Q.Quantized(qt.q.cpu(), qt.scales.cpu(), qt.group_size, qt.clip.cpu())
 
     return quantizer
 

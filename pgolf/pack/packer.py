@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pgolf.config.pack import PackConfig
 from pgolf.errors import PgolfError
-from pgolf.format import codecs, schemes
+from pgolf.format import codecs, grid, schemes
 from pgolf.format.writer import EncodedTensor, SegmentPlan, compress_segments, finish, layout
 from pgolf.pack import quantize as Q
 
@@ -79,7 +79,7 @@ def encode_tensors(
                 name,
                 tuple(w.shape),
                 dtype,
-                f"int{bits}",
+                f"int{grid.scheme_bits(bits)}",
                 values,
                 scales,
                 cfg.group_size,

@@ -35,7 +35,9 @@ def passthrough_scheme(name: str, cfg: PackConfig) -> str:
     return "fp32" if cfg.fp32_pattern and re.search(cfg.fp32_pattern, name) else cfg.passthrough
 
 
-def class_bits(cls: str, cfg: PackConfig, setting: tuple[int, int, int] | None = None) -> int:
+def class_bits(
+    cls: str, cfg: PackConfig, setting: tuple[float, float, float] | None = None
+) -> float:
     """Bits of a quantized class; ``setting`` = (embed, attn, mlp) from the budget search."""
     if setting is not None and cls in ("embed", "attn", "mlp"):
         return dict(zip(("embed", "attn", "mlp"), setting, strict=True))[cls]
@@ -114,7 +116,7 @@ def clip_ratios(cfg: PackConfig) -> torch.Tensor:
 
 def quantize(
     w: torch.Tensor,
-    bits: int,
+    bits: float,
     group_size: int,
     ratios: torch.Tensor,
     clip: torch.Tensor | None = None,

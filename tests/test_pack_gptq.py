@@ -84,3 +84,13 @@ def test_pack_runs_gptq_when_on_and_auto_leaves_it_to_the_gpu(tmp_path, monkeypa
     assert (tmp_path / "a.pgolf").read_bytes() != (tmp_path / "b.pgolf").read_bytes()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert use_gptq(cfg)
+
+
+def test_configs_from_before_auto_gptq_still_load() -> None:
+    from pgolf.config import from_json
+    from pgolf.errors import ConfigError
+
+    for old, new in ((False, "off"), (True, "on")):
+        assert from_json({"pack": {"gptq": old}}).pack.gptq == new
+    with pytest.raises(ConfigError, match="not one of"):
+        from_json({"pack": {"gptq": "sometimes"}})

@@ -137,6 +137,8 @@ class PackConfig:
         )
         need(0 < self.search_sample <= 1, "search_sample must be in (0, 1]")
         need(self.code_bytes >= -1, "code_bytes must be >= 0, or -1 to measure")
+        if isinstance(self.gptq, bool):  # configs written before "auto" existed stored a bool
+            object.__setattr__(self, "gptq", "on" if self.gptq else "off")
         need(self.gptq in ("auto", "on", "off"), f"gptq must be auto, on or off, got {self.gptq!r}")
         need(self.gptq_samples >= 1 and self.gptq_seq_len >= 2, "gptq_samples/seq_len too small")
         need(0 <= self.gptq_damp < 1 and self.gptq_block >= 1, "gptq_damp in [0,1), block >= 1")

@@ -26,7 +26,7 @@ import torch
 from pgolf import runtime
 from pgolf.checkpoint import load_checkpoint
 from pgolf.config import resolve
-from pgolf.config.pack import parse_bits
+from pgolf.config.pack import PackConfig, parse_bits
 from pgolf.data.bpb import ByteTable
 from pgolf.eval.engine import run_eval
 from pgolf.eval.load import load_val
@@ -53,9 +53,6 @@ VARIANTS = [
     ("8/5.5/5", 0.0, "gptq{hi}"),
     ("8/6/5", 0.1, "gptq{hi}"),
 ]
-
-# The default search grid plus the fractional widths between int5 and int6.
-SEARCH_BITS = ("8/6/6", "8/6/5.5", "8/6/5", "8/5.5/5", "8/5/5", "8/5/4", "6/5/4", "6/4/4")
 
 
 def val_hessians(model_cfg, tensors, ids: torch.Tensor, device) -> dict[str, torch.Tensor]:
@@ -177,7 +174,8 @@ def main() -> None:
     if not args.no_search:
         code = code_bytes_for(cfg)
         for qname in ("clip", f"gptq{hi}"):
-            scfg = dataclasses.replace(cfg, search=True, search_bits=SEARCH_BITS)
+            # The grid of this pgolf version, not the one saved with the checkpoint.
+            scfg = dataclasses.replace(cfg, search=True, search_bits=PackConfig().search_bits)
             q = quantizers[qname]
 
             def pack_fn(setting, prune, q=q, scfg=scfg):

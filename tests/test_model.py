@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 import torch
@@ -230,3 +231,23 @@ def test_init_rules(default_model):
     scaled = GPT(small)
     w = scaled.blocks[0].attn.proj.weight  # 64 x 64: orthogonal / sqrt(2 * 4 layers)
     torch.testing.assert_close(w @ w.T, torch.eye(64) / 8, atol=1e-5, rtol=0)
+
+
+def test_an_empty_flash_attn_placeholder_is_not_taken_for_fa3(tmp_path, monkeypatch):
+    from pgolf.model import attention
+
+    pkg = tmp_path / "flash_attn_interface"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")  # what PyPI's `flash-attn-interface` 0.0.1 ships
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "flash_attn_interface", raising=False)
+    attention._flash_available.cache_clear()
+    try:
+        assert "fa3" not in attention.available_backends("cuda")
+        (pkg / "__init__.py").write_text("def flash_attn_func(q, k, v, causal):\n    return q\n")
+        monkeypatch.delitem(sys.modules, "flash_attn_interface", raising=False)
+        attention._flash_available.cache_clear()
+        assert attention.available_backends("cuda")[0] == "fa3"
+    finally:
+        monkeypatch.delitem(sys.modules, "flash_attn_interface", raising=False)
+        attention._flash_available.cache_clear()

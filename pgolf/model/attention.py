@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.util
 
 import torch
@@ -31,8 +32,15 @@ BACKENDS = ("auto", "fa3", "fa2", "sdpa", "sdpa_cudnn", "sdpa_flash", "math")
 
 
 @functools.cache
-def _importable(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+def _flash_available(module: str) -> bool:
+    """``module`` imports and provides ``flash_attn_func`` (PyPI's ``flash-attn-interface``
+    is an empty placeholder that would otherwise pass for FlashAttention-3)."""
+    if importlib.util.find_spec(module) is None:
+        return False
+    try:
+        return callable(getattr(importlib.import_module(module), "flash_attn_func", None))
+    except Exception:  # a broken build (e.g. compiled for another torch) is not available
+        return False
 
 
 def available_backends(device_type: str) -> list[str]:
@@ -40,9 +48,9 @@ def available_backends(device_type: str) -> list[str]:
     if device_type != "cuda":
         return ["sdpa", "math"]
     out = []
-    if _importable("flash_attn_interface"):
+    if _flash_available("flash_attn_interface"):
         out.append("fa3")
-    if _importable("flash_attn"):
+    if _flash_available("flash_attn"):
         out.append("fa2")
     # cuDNN with expanded KV before native-GQA SDPA: on the H100 (torch 2.11, cuDNN 9.19)
     # the whole default model trained at 0.967M tok/s with it vs 0.921M with "sdpa", whose

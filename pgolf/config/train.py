@@ -80,7 +80,7 @@ class TrainConfig:
     compile: bool = True
     # Inductor's mix-order reductions fuse a row reduction (an RMSNorm backward) with the
     # column reductions of per-channel parameter grads. On the H100 (torch 2.11) one such
-    # kernel took 4.9 ms per micro-step; with them off the step ran 4.9% faster
+    # kernel took 4.9 ms per micro-step; with them off training ran 4.1% faster
     # (bench/train_speed.py, docs/BENCHMARKS.md section 3). True restores Inductor's default.
     inductor_mix_order_reduction: bool = False
     # bf16 autocast for matmuls; ignored on CPU (tests want fp32 exactness).

@@ -55,9 +55,9 @@ VARIANTS = [
 ]
 
 
-def val_hessians(model_cfg, tensors, ids: torch.Tensor, device) -> dict[str, torch.Tensor]:
-    model = GPT(dataclasses.replace(model_cfg, fused_qkv=False)).float().eval().to(device)
-    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+def val_hessians(model_cfg, tensors, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    model = gptq.calibration_model(tensors, model_cfg)
+    device = next(model.parameters()).device
     hs: dict[str, torch.Tensor] = {}
     for chunk in ids.split(8):  # float64 sums over a few chunks keep memory small
         for k, h in gptq.collect_hessians(model, chunk.to(device)).items():
@@ -106,7 +106,7 @@ def main() -> None:
         raise SystemExit(f"val has {everything.size} tokens; need --max-tokens + {n_held}")
     scored = everything[:n_scored]
     held = torch.from_numpy(everything[-n_held:].astype(np.int64)).view(-1, 1024)
-    h_val = val_hessians(run.model, tensors, held, d.device)
+    h_val = val_hessians(run.model, tensors, held)
 
     def score(state) -> float:
         model = GPT(run.model)

@@ -133,14 +133,14 @@ def collect_hessians(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     return hessians
 
 
-def calibrate(tensors: dict[str, torch.Tensor], model_cfg, cfg: PackConfig):
-    """Hessians of every linear layer on sequences the checkpoint's model generates."""
+def calibration_model(tensors: dict[str, torch.Tensor], model_cfg) -> torch.nn.Module:
+    """The checkpoint as an fp32 GPT on the best device, with q/k/v unfused so the Hessian
+    hooks sit on each nn.Linear's own forward call."""
     try:
         from pgolf.model import GPT
     except ImportError as e:  # the model package is owned elsewhere; fail clearly
         raise PgolfError(f"GPTQ needs pgolf.model.GPT, which is not importable ({e})") from None
     device = "cuda" if torch.cuda.is_available() else "cpu"  # seconds on a GPU, minutes on CPU
-    # Unfused q/k/v: the Hessian hooks sit on each nn.Linear's own forward call.
     model = GPT(dataclasses.replace(model_cfg, fused_qkv=False)).float().eval()
     missing, unexpected = model.load_state_dict(
         {k: v.float() for k, v in tensors.items()}, strict=False
@@ -148,8 +148,13 @@ def calibrate(tensors: dict[str, torch.Tensor], model_cfg, cfg: PackConfig):
     if missing or unexpected:
         raise PgolfError(
             f"checkpoint does not match pgolf.model.GPT: missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}; pack without GPTQ (--set pack.gptq=false)"
+            f"{unexpected[:3]}; pack without GPTQ (--set pack.gptq=off)"
         )
-    model = model.to(device)
+    return model.to(device)
+
+
+def calibrate(tensors: dict[str, torch.Tensor], model_cfg, cfg: PackConfig):
+    """Hessians of every linear layer on sequences the checkpoint's model generates."""
+    model = calibration_model(tensors, model_cfg)
     ids = sample_tokens(model, cfg.gptq_samples, cfg.gptq_seq_len, model_cfg.bos_id, cfg.seed)
     return {k: v.cpu() for k, v in collect_hessians(model, ids).items()}

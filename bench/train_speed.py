@@ -123,6 +123,7 @@ def time_backend(name: str, args) -> dict:
     torch.manual_seed(0)
     torch.cuda.reset_peak_memory_stats()
     model = GPT(mcfg).cuda()
+    model.set_fp8(tc.fp8_matmuls)  # as the trainer does (train.fp8_matmuls)
     fwd = (
         torch.compile(model, fullgraph=True, dynamic=False, mode=args.compile_mode)
         if args.compile

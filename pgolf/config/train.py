@@ -83,6 +83,10 @@ class TrainConfig:
     # kernel took 4.9 ms per micro-step; with them off training ran 4.1% faster
     # (bench/train_speed.py, docs/BENCHMARKS.md section 3). True restores Inductor's default.
     inductor_mix_order_reduction: bool = False
+    # FP8 (e4m3, row-wise scaled) forward and input-gradient GEMMs for the block matrices;
+    # weight gradients, master weights and everything after training stay bf16/fp32.
+    # Needs CUDA with FP8 tensor cores (compute capability >= 8.9) and autocast_bf16.
+    fp8_matmuls: bool = False
     # bf16 autocast for matmuls; ignored on CPU (tests want fp32 exactness).
     autocast_bf16: bool = True
     # "auto" (cuda:LOCAL_RANK when available), "cpu" or "cuda".

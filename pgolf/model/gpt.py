@@ -94,12 +94,22 @@ class GPT(nn.Module):
             if mod.is_output:
                 mod.weight.mul_(proj_scale)
 
+    def block_linears(self) -> list[CastedLinear]:
+        return [m for block in self.blocks for m in block.modules() if isinstance(m, CastedLinear)]
+
     def set_qat(self, bits: int) -> None:
         """Fake-quantize block matrices to the intN grid from now on (0 switches it off)."""
-        for block in self.blocks:
-            for mod in block.modules():
-                if isinstance(mod, CastedLinear):
-                    mod.qat_bits = bits
+        for mod in self.block_linears():
+            mod.qat_bits = bits
+
+    def set_fp8(self, on: bool) -> None:
+        """Run the block matrices' forward and input-gradient GEMMs in FP8 (training only)."""
+        for mod in self.block_linears():
+            mod.fp8 = on
+
+    @property
+    def fp8(self) -> bool:
+        return any(mod.fp8 for mod in self.block_linears())
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """x0: token embedding + BigramHash, RMS-normed, then SmearGate."""

@@ -28,6 +28,7 @@ from pgolf.data.tokenizer import tokenizer_identity
 from pgolf.errors import ConfigError, DataError, PgolfError
 from pgolf.logs import Logger
 from pgolf.model import GPT, param_groups, train_flops_per_token
+from pgolf.model.fp8 import check_fp8_support, fp8_off
 from pgolf.train.averaging import EMA, SWA, averaged_weights
 from pgolf.train.loader import BatchPlan, Prefetcher, train_stream
 from pgolf.train.muon import Muon, momentum_at
@@ -101,6 +102,9 @@ class Trainer:
         )
         self.val_tokens = load_split(data_dir, "val", cfg.model.vocab_size)
         self.byte_tables = ByteTable.from_model(tokenizer).torch_tables(d.device)
+        if tc.fp8_matmuls:
+            check_fp8_support(d.device, tc.autocast_bf16)
+            self.model.set_fp8(True)
         compiled = self.cuda and tc.compile
         if compiled:
             runtime.set_mix_order_reduction(tc.inductor_mix_order_reduction)
@@ -272,20 +276,21 @@ class Trainer:
 
     # ---- validation ---------------------------------------------------------------------
 
-    def validate(self, model: torch.nn.Module, max_tokens: int) -> dict[str, float]:
+    def validate(self, model: GPT, max_tokens: int) -> dict[str, float]:
         tc = self.cfg.train
         tokens = self.val_tokens[:max_tokens] if max_tokens else self.val_tokens
-        return evaluate_bpb(
-            model,
-            tokens,
-            seq_len=tc.seq_len,
-            batch_seqs=tc.val_batch_seqs,
-            byte_tables=self.byte_tables,
-            device=self.device,
-            rank=self.dist.rank,
-            world=self.dist.world_size,
-            autocast=tc.autocast_bf16,
-        )
+        with fp8_off(model):  # scores come from the bf16 model the checkpoint describes
+            return evaluate_bpb(
+                model,
+                tokens,
+                seq_len=tc.seq_len,
+                batch_seqs=tc.val_batch_seqs,
+                byte_tables=self.byte_tables,
+                device=self.device,
+                rank=self.dist.rank,
+                world=self.dist.world_size,
+                autocast=tc.autocast_bf16,
+            )
 
     # ---- main loop ----------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from pgolf.model import (  # noqa: E402
     train_flops_per_token,  # noqa: E402
 )
 from pgolf.runtime import set_mix_order_reduction  # noqa: E402
+from pgolf.train.fp8 import fp8_linear  # noqa: E402
 from pgolf.train.loop import H100_BF16_PEAK_FLOPS  # noqa: E402
 from pgolf.train.muon import Muon  # noqa: E402
 
@@ -123,7 +124,8 @@ def time_backend(name: str, args) -> dict:
     torch.manual_seed(0)
     torch.cuda.reset_peak_memory_stats()
     model = GPT(mcfg).cuda()
-    model.set_fp8(tc.fp8_matmuls)  # as the trainer does (train.fp8_matmuls)
+    if tc.fp8_matmuls:  # as the trainer does
+        model.set_block_matmul(fp8_linear)
     fwd = (
         torch.compile(model, fullgraph=True, dynamic=False, mode=args.compile_mode)
         if args.compile

@@ -14,7 +14,7 @@ from train_helpers import build_dataset
 
 from pgolf.config import resolve
 from pgolf.errors import ConfigError
-from pgolf.model.fp8 import E4M3_MAX, check_fp8_support, fp8_linear, fp8_off, quantize_rows
+from pgolf.train.fp8 import E4M3_MAX, check_fp8_support, e4m3_rows, fp8_linear, plain_matmuls
 from pgolf.train.loop import train
 
 
@@ -22,11 +22,11 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def test_quantize_rows_maps_each_row_amax_to_448_and_keeps_zero_rows_zero():
+def test_e4m3_rows_maps_each_row_amax_to_448_and_keeps_zero_rows_zero():
     g = torch.Generator().manual_seed(0)
     t = torch.randn(6, 64, generator=g) * torch.tensor([1e-3, 1, 30, 1e4, 1, 1])[:, None]
     t[4] = 0.0
-    q, scale = quantize_rows(t)
+    q, scale = e4m3_rows(t)
     assert q.dtype == torch.float8_e4m3fn and scale.shape == (6, 1)
     back = q.float() * scale
     nonzero = [0, 1, 2, 3, 5]
@@ -62,20 +62,20 @@ def test_fp8_linear_rejects_fp32_and_misaligned_shapes_with_the_fix():
         fp8_linear(torch.randn(2, 24).bfloat16(), torch.randn(16, 24).bfloat16())
 
 
-def test_gpt_fp8_switch_touches_block_matrices_only_and_stays_close_under_autocast():
+def test_gpt_fp8_matmul_touches_block_matrices_only_and_stays_close_under_autocast():
     model = noisy_model(TINY)
     ids = torch.randint(0, TINY.vocab_size, (2, 64), generator=torch.Generator().manual_seed(2))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = model(ids, ids)
-        model.set_fp8(True)
+        model.set_block_matmul(fp8_linear)
         got = model(ids, ids)
-    assert model.fp8 and not model.bigram.proj.fp8
+    assert model.block_matmul is fp8_linear and model.bigram.proj.matmul is None
     assert got.item() != ref.item() and abs(got.item() - ref.item()) < 0.02 * ref.item()
     got.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    with fp8_off(model):
-        assert not model.fp8
-    assert model.fp8
+    with plain_matmuls(model):
+        assert model.block_matmul is None
+    assert model.block_matmul is fp8_linear
 
 
 def test_fp8_needs_a_cuda_fp8_gpu_and_the_trainer_says_so(tmp_path):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from pgolf.model.layers import CastedLinear, linear, matmul_dtype
+from pgolf.model.layers import CastedLinear, project
 
 BACKENDS = ("auto", "fa3", "fa2", "sdpa", "sdpa_cudnn", "sdpa_flash", "math")
 
@@ -198,9 +198,7 @@ class CausalSelfAttention(nn.Module):
         b, t, _ = x.shape
         if self.fused_qkv:
             # QAT grids are per row, so quantizing the parts equals quantizing their concat.
-            dtype = matmul_dtype(x)
-            w = torch.cat([lin.weight_as(dtype) for lin in (self.q, self.k, self.v)])
-            q, k, v = linear(x, w, self.q.fp8).split(
+            q, k, v = project(x, (self.q, self.k, self.v)).split(
                 (self.q.out_features, self.k.out_features, self.v.out_features), dim=-1
             )
         else:

@@ -19,7 +19,7 @@ from torch import nn
 from pgolf.config.model import ModelConfig
 from pgolf.model.attention import CausalSelfAttention
 from pgolf.model.extras import BigramHash, SmearGate, ValueEmbedding
-from pgolf.model.layers import MLP, CastedLinear, rms_norm
+from pgolf.model.layers import MLP, CastedLinear, Matmul, rms_norm
 
 
 class Block(nn.Module):
@@ -102,14 +102,14 @@ class GPT(nn.Module):
         for mod in self.block_linears():
             mod.qat_bits = bits
 
-    def set_fp8(self, on: bool) -> None:
-        """Run the block matrices' forward and input-gradient GEMMs in FP8 (training only)."""
+    def set_block_matmul(self, matmul: Matmul | None) -> None:
+        """Route the block matrices' GEMMs through ``matmul(x, w)`` (None: ``F.linear``)."""
         for mod in self.block_linears():
-            mod.fp8 = on
+            mod.matmul = matmul
 
     @property
-    def fp8(self) -> bool:
-        return any(mod.fp8 for mod in self.block_linears())
+    def block_matmul(self) -> Matmul | None:
+        return self.block_linears()[0].matmul
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """x0: token embedding + BigramHash, RMS-normed, then SmearGate."""

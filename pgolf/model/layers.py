@@ -1,13 +1,17 @@
-"""Small building blocks: the fp32-master linear layer (late QAT, FP8 option) and the relu² MLP."""
+"""Small building blocks: the fp32-master linear layer (with late QAT) and the relu² MLP."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pgolf.format.grid import fake_quantize_rows
-from pgolf.model.fp8 import fp8_linear
+
+# matmul(x, w) -> x @ wᵀ, both already in the matmul dtype (the trainer's FP8 GEMM).
+Matmul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class CastedLinear(nn.Linear):
@@ -17,14 +21,14 @@ class CastedLinear(nn.Linear):
     forward pass (straight-through backward), so late training adapts to the exact values
     the artifact will decode. It is a plain attribute: torch.compile guards on it and
     keeps one graph per value, and the trainer compiles both during its warmup steps.
-    ``fp8`` (also a plain attribute, set by ``train.fp8_matmuls``) runs the forward and
-    input-gradient GEMMs in FP8 (see fp8.py).
+    ``matmul`` (also a plain attribute) replaces ``F.linear`` when set: the trainer's FP8
+    GEMMs (``train.fp8_matmuls``, pgolf/train/fp8.py) plug in there.
     """
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__(in_features, out_features, bias=False)
         self.qat_bits = 0
-        self.fp8 = False
+        self.matmul: Matmul | None = None
         # Output projections (attn.proj, mlp.proj) get zero / 1/sqrt(2L)-scaled init.
         self.is_output = False
 
@@ -36,18 +40,18 @@ class CastedLinear(nn.Linear):
         return w.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight_as(matmul_dtype(x)), self.fp8)
+        return project(x, (self,))
 
 
-def matmul_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a matmul on ``x`` runs in: autocast's when it is on, else x's own."""
+def project(x: torch.Tensor, parts: Sequence[CastedLinear]) -> torch.Tensor:
+    """x @ [W₁; W₂; …]ᵀ over the parts' concatenated weights: one GEMM, through the parts'
+    shared ``matmul`` when set. Under autocast the weights are cast straight to its dtype."""
     kind = x.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-
-
-def linear(x: torch.Tensor, w: torch.Tensor, fp8: bool) -> torch.Tensor:
-    """x @ wᵀ, ``w`` already in the matmul dtype; FP8 GEMMs when asked."""
-    return fp8_linear(x.to(w.dtype), w) if fp8 else F.linear(x, w)
+    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+    ws = [p.weight_as(dtype) for p in parts]
+    w = ws[0] if len(ws) == 1 else torch.cat(ws)
+    matmul = parts[0].matmul
+    return F.linear(x, w) if matmul is None else matmul(x.to(dtype), w)
 
 
 class MLP(nn.Module):

@@ -28,8 +28,8 @@ from pgolf.data.tokenizer import tokenizer_identity
 from pgolf.errors import ConfigError, DataError, PgolfError
 from pgolf.logs import Logger
 from pgolf.model import GPT, param_groups, train_flops_per_token
-from pgolf.model.fp8 import check_fp8_support, fp8_off
 from pgolf.train.averaging import EMA, SWA, averaged_weights
+from pgolf.train.fp8 import check_fp8_support, fp8_linear, plain_matmuls
 from pgolf.train.loader import BatchPlan, Prefetcher, train_stream
 from pgolf.train.muon import Muon, momentum_at
 from pgolf.train.plots import plot_loss_curve
@@ -104,7 +104,7 @@ class Trainer:
         self.byte_tables = ByteTable.from_model(tokenizer).torch_tables(d.device)
         if tc.fp8_matmuls:
             check_fp8_support(d.device, tc.autocast_bf16)
-            self.model.set_fp8(True)
+            self.model.set_block_matmul(fp8_linear)
         compiled = self.cuda and tc.compile
         if compiled:
             runtime.set_mix_order_reduction(tc.inductor_mix_order_reduction)
@@ -279,7 +279,7 @@ class Trainer:
     def validate(self, model: GPT, max_tokens: int) -> dict[str, float]:
         tc = self.cfg.train
         tokens = self.val_tokens[:max_tokens] if max_tokens else self.val_tokens
-        with fp8_off(model):  # scores come from the bf16 model the checkpoint describes
+        with plain_matmuls(model):  # scores come from the model the checkpoint describes
             return evaluate_bpb(
                 model,
                 tokens,

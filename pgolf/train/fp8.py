@@ -1,7 +1,9 @@
 """FP8 (e4m3) matmuls for training: forward and input-gradient GEMMs, row-wise scaled.
 
 A training-speed option (``train.fp8_matmuls``), never part of the model the artifact
-holds: packing, evaluation and TTT run the same weights in bf16/fp32.
+holds: the trainer hands ``fp8_linear`` to ``GPT.set_block_matmul`` and packing, evaluation
+and TTT run the same weights in bf16/fp32. Living in the trainer keeps it out of the
+counted eval-side code.
 
 Of a linear layer's three GEMMs, two run in FP8 here:
 
@@ -27,7 +29,7 @@ from pgolf.errors import ConfigError
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
 
 
-def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def e4m3_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(e4m3 tensor, fp32 scale [R, 1]) with ``t ≈ q * scale``; each row's amax maps to 448.
 
     All-zero rows (zero-initialised projections, masked gradients) keep scale ~0 and
@@ -40,8 +42,8 @@ def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _scaled_mm(a: torch.Tensor, b_rows: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     """``a @ b_rowsᵀ`` with both operands quantized per row ([M,K] x [N,K] -> [M,N])."""
-    aq, sa = quantize_rows(a)
-    bq, sb = quantize_rows(b_rows)
+    aq, sa = e4m3_rows(a)
+    bq, sb = e4m3_rows(b_rows)
     # _scaled_mm wants the first operand row-major and the second column-major: bq is
     # row-major [N, K], so its transpose is the column-major [K, N] it expects.
     return torch._scaled_mm(aq, bq.t(), scale_a=sa, scale_b=sb.t(), out_dtype=out_dtype)
@@ -98,11 +100,11 @@ def check_fp8_support(device: torch.device, autocast_bf16: bool) -> None:
 
 
 @contextlib.contextmanager
-def fp8_off(model) -> Iterator[None]:
-    """Run ``model`` (a GPT) with its bf16 matmuls inside the block, then restore."""
-    was = model.fp8
-    model.set_fp8(False)
+def plain_matmuls(model) -> Iterator[None]:
+    """Run ``model`` (a GPT) with plain bf16/fp32 block matmuls inside the block, then restore."""
+    was = model.block_matmul
+    model.set_block_matmul(None)
     try:
         yield
     finally:
-        model.set_fp8(was)
+        model.set_block_matmul(was)

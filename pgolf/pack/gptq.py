@@ -73,12 +73,17 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     return torch.linalg.cholesky(inv, upper=True)
 
 
+def _device() -> str:
+    """Where calibration and the column sweep run: seconds on a GPU, minutes on CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def make_quantizer(hessians: dict[str, torch.Tensor], cfg: PackConfig):
     """A packer hook: GPTQ where a Hessian exists, clip-search rounding elsewhere.
 
     The column sweep runs on the GPU when there is one (thousands of small ops per matrix).
     """
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device()
 
     def quantizer(name, w, bits, group_size, ratios):
         h = hessians.get(name)
@@ -140,7 +145,7 @@ def calibration_model(tensors: dict[str, torch.Tensor], model_cfg) -> torch.nn.M
         from pgolf.model import GPT
     except ImportError as e:  # the model package is owned elsewhere; fail clearly
         raise PgolfError(f"GPTQ needs pgolf.model.GPT, which is not importable ({e})") from None
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # seconds on a GPU, minutes on CPU
+    device = _device()
     model = GPT(dataclasses.replace(model_cfg, fused_qkv=False)).float().eval()
     missing, unexpected = model.load_state_dict(
         {k: v.float() for k, v in tensors.items()}, strict=False

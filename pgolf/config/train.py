@@ -43,6 +43,13 @@ class TrainConfig:
     muon_momentum_warmup_steps: int = 1500
     # Newton-Schulz iterations of the orthogonalization.
     muon_ns_steps: int = 5
+    # Newton-Schulz coefficients: "quintic" (Muon's fixed (3.4445, -4.775, 2.0315)) or
+    # "polar_express" (a minimax-tuned tuple per iteration, closer to orthogonal in the same
+    # steps; leaderboard PR #1787, from #1344).
+    muon_ns_coeffs: Literal["quintic", "polar_express"] = "quintic"
+    # MuonEq-R: scale each row of the update to unit norm before orthogonalization
+    # (leaderboard PR #1394, from #1217).
+    muon_row_eq: bool = False
     # Nesterov momentum in Muon.
     muon_nesterov: bool = True
     # Decoupled weight decay of Muon (p *= 1 - lr*wd per step).
@@ -61,6 +68,9 @@ class TrainConfig:
     # Fraction of the budget (time, or steps with max_steps) over which lr decays linearly
     # to 0: lr_scale = min(1, remaining / (warmdown_frac * budget)).
     warmdown_frac: float = 0.4
+    # LR floor during the warmdown: lr_scale = max(min_lr_frac, linear decay) until the budget
+    # ends (leaderboard PR #1787's MIN_LR, 0.10 in #1855). 0 = decay to zero.
+    min_lr_frac: float = 0.0
     # Steps run before the clock starts to compile every graph (incl. the QAT one); the
     # weights and optimizer state are restored afterwards. Only when compiling.
     compile_warmup_steps: int = 6
@@ -125,6 +135,24 @@ class TrainConfig:
         for name in ("muon_momentum_warmup_steps", "lr_warmup_steps", "compile_warmup_steps"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0")
         need(0 <= self.warmdown_frac <= 1, "warmdown_frac must be in [0, 1]")
+        need(
+            self.muon_ns_coeffs in ("quintic", "polar_express"),
+            f"muon_ns_coeffs must be quintic or polar_express, got {self.muon_ns_coeffs!r}",
+        )
+        need(0 <= self.min_lr_frac < 1, "min_lr_frac must be in [0, 1) (0 = no floor)")
+        # Both switch on when lr_scale drops below their threshold, which a floor at or above
+        # it would silently prevent.
+        need(
+            not self.qat_lr_threshold or self.min_lr_frac < self.qat_lr_threshold,
+            f"min_lr_frac {self.min_lr_frac} keeps lr_scale from ever reaching "
+            f"qat_lr_threshold {self.qat_lr_threshold}; lower the floor or set "
+            "train.qat_lr_threshold=0",
+        )
+        need(
+            self.averaging != "swa" or self.min_lr_frac < self.swa_lr_threshold,
+            f"min_lr_frac {self.min_lr_frac} keeps lr_scale from ever reaching "
+            f"swa_lr_threshold {self.swa_lr_threshold}; lower the floor or raise the threshold",
+        )
         need(self.swa_every_steps >= 1, "swa_every_steps must be >= 1")
         need(0 <= self.swa_lr_threshold <= 1, "swa_lr_threshold must be in [0, 1]")
         need(0 <= self.qat_lr_threshold <= 1, "qat_lr_threshold must be in [0, 1] (0 = off)")
@@ -174,4 +202,30 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every_steps": 0,
         "val_batch_seqs": 32,
     },
+}
+
+# The April leaderboard's optimizer and schedule (PR #1855 and the PRs it stacks on).
+_RECORD: dict[str, Any] = {
+    "muon_ns_coeffs": "polar_express",  # #1787
+    "muon_row_eq": True,  # #1394
+    "min_lr_frac": 0.1,  # #1787, #1855
+    "warmdown_frac": 0.85,  # #1855 (0.75 in #1787)
+    "ema_decay": 0.9965,  # #1855
+    "muon_momentum_start": 0.92,  # #1855: 0.92 -> 0.97 over 1500 steps
+    "muon_momentum": 0.97,
+    "muon_weight_decay": 0.095,  # #1855 MUON_WD
+    "adam_weight_decay": 0.085,  # #1855 EMBED_WD (its scalars use 0.02)
+    "matrix_lr": 0.026,
+    "embed_lr": 0.03,  # #1855 TIED_EMBED_LR
+    "control_lr": 0.02,  # #1855 SCALAR_LR
+    "adam_beta2": 0.99,  # #1855 BETA2
+    "qat_lr_threshold": 0.0,  # #1855 trains without late QAT (and the floor would block it)
+}
+PRESETS["record"] = dict(_RECORD)
+# Same switches at the tiny preset's scale: its short run keeps tiny's EMA decay and lr.
+PRESETS["record-tiny"] = {
+    **PRESETS["tiny"],
+    **_RECORD,
+    "ema_decay": PRESETS["tiny"]["ema_decay"],
+    "matrix_lr": PRESETS["tiny"]["matrix_lr"],
 }

@@ -84,7 +84,11 @@ class Trainer:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.schedule = Schedule(
-            tc.train_seconds, tc.max_steps, tc.warmdown_frac, tc.lr_warmup_steps
+            tc.train_seconds,
+            tc.max_steps,
+            tc.warmdown_frac,
+            tc.lr_warmup_steps,
+            tc.min_lr_frac,
         )
         torch.manual_seed(tc.seed)
         with d.device:  # orthogonal init on the GPU: seconds faster than on the host
@@ -141,6 +145,8 @@ class Trainer:
             weight_decay=tc.muon_weight_decay,
             nesterov=tc.muon_nesterov,
             ns_steps=tc.muon_ns_steps,
+            ns_coeffs=tc.muon_ns_coeffs,
+            row_eq=tc.muon_row_eq,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             compile=self.compiled,

@@ -5,6 +5,10 @@ remaining measured on the training clock, so the lr reaches 0 exactly when the b
 (``train_seconds``) runs out whatever the step time turns out to be; no step-time
 estimate can be wrong. With ``max_steps`` the progress is the larger of the time and
 step fractions, which makes short test runs deterministic.
+
+``min_lr_frac`` (leaderboard PR #1787's MIN_LR) floors the warmdown: the scale decays
+linearly to the floor and stays there until the budget ends, so the last steps still move
+the weights that EMA averages.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ class Schedule:
     max_steps: int = 0
     warmdown_frac: float = 0.4
     lr_warmup_steps: int = 0
+    min_lr_frac: float = 0.0
 
     def progress(self, step: int, elapsed_s: float) -> float:
         """Fraction of the budget used, in [0, 1]."""
@@ -29,6 +34,7 @@ class Schedule:
     def lr_scale(self, step: int, elapsed_s: float) -> float:
         remaining = 1.0 - self.progress(step, elapsed_s)
         scale = min(1.0, remaining / self.warmdown_frac) if self.warmdown_frac > 0 else 1.0
+        scale = max(scale, self.min_lr_frac)
         if remaining <= 0:
             scale = 0.0
         if self.lr_warmup_steps and step < self.lr_warmup_steps:

@@ -6,6 +6,10 @@
 
 With ``ttt="none"`` the whole stream is one chunk. The research mode adapts on every chunk
 first and scores afterwards; it is the only path where a token is learned before scored.
+
+A TTT mode is a list of *adapters* (two-phase; per-document LoRA; phased global SGD; or
+LoRA + phased) that each learn after every scored chunk, in order. Their wall time is
+reported in total (``ttt``) and per adapter (``ttt_NAME``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pgolf.config.eval import EvalConfig
 from pgolf.data.bpb import ByteTable
 from pgolf.eval.score import NllFn, Scorer, ScoreTotals, autocast_ctx, make_nll_fn
 from pgolf.eval.ttt import TwoPhaseTTT
+from pgolf.eval.ttt_lora import LoraTTT
+from pgolf.eval.ttt_phased import PhasedSGD
 from pgolf.eval.windows import block_bounds, chunk_blocks, windows_for_blocks
 from pgolf.runtime import Dist
 
@@ -51,12 +57,25 @@ class _Clock:
         self.device, self.times = device, {"compile": 0.0, "ttt": 0.0, "score": 0.0}
 
     @contextlib.contextmanager
+    def adapting(self, name: str) -> Iterator[None]:
+        """Time one adapter's work under both ``ttt`` and ``ttt_NAME``."""
+        self.times.setdefault(f"ttt_{name}", 0.0)
+        with self("ttt"), self(f"ttt_{name}"):
+            yield
+
+    @contextlib.contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
         t0 = time.perf_counter()
         yield
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.times[phase] += time.perf_counter() - t0
+
+
+def device_stream(tokens: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The val stream on the device: the one tensor every scoring and TTT read indexes, so
+    tests/test_ttt_legality.py wraps this function to audit which tokens TTT reads."""
+    return torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=device)
 
 
 def make_forward(model: nn.Module, cfg: EvalConfig, device: torch.device) -> tuple[NllFn, bool]:
@@ -70,27 +89,48 @@ def make_forward(model: nn.Module, cfg: EvalConfig, device: torch.device) -> tup
     return make_nll_fn(model, compile=True), True
 
 
-def _warm_up(forward: NllFn, ttt: TwoPhaseTTT | None, cfg: EvalConfig, d: Dist) -> None:
+def make_adapters(
+    model: nn.Module, forward: NllFn, stream: torch.Tensor, cfg: EvalConfig, d: Dist
+) -> list:
+    """The mode's adapters in the order they learn after a chunk (LoRA, then global SGD)."""
+    if cfg.ttt in ("two-phase", "pre-train-on-val"):
+        return [TwoPhaseTTT(model, forward, stream, cfg, d)]
+    adapters: list = []
+    if cfg.uses_lora:
+        adapters.append(LoraTTT(model, forward, stream, cfg, d))
+    if cfg.uses_phased:
+        adapters.append(PhasedSGD(model, forward, stream, cfg, d))
+    return adapters
+
+
+def _adapt(adapters: list, clock: _Clock, chunk: int, c0: int, c1: int) -> None:
+    lora = next((a for a in adapters if isinstance(a, LoraTTT)), None)
+    for adapter in adapters:
+        # Global SGD trains the base model: the current document's adapters stay out of it.
+        off = (
+            lora.suspended()
+            if lora is not None and adapter is not lora
+            else contextlib.nullcontext()
+        )
+        with clock.adapting(adapter.name), off:
+            adapter.adapt(chunk, c0, c1)
+
+
+def _warm_up(forward: NllFn, adapters: list, cfg: EvalConfig, d: Dist) -> None:
     """Compile the scoring graph (and TTT graphs) on dummy tokens; takes no optimizer step."""
     dev = d.device
     x = torch.zeros(cfg.batch_windows, cfg.window, dtype=torch.long, device=dev)
     with torch.no_grad(), autocast_ctx(dev, cfg.autocast_bf16):
         for keep in {cfg.window, cfg.stride}:
             forward(x, x, keep)
-    if ttt is None:
+    if not adapters:
         return
     # The micro-batch a rank really runs on a full chunk (8 ranks share a chunk's sequences).
-    seqs_per_chunk = math.ceil(cfg.ttt_chunk_tokens / cfg.ttt_seq_len)
+    seqs_per_chunk = math.ceil((cfg.chunk_tokens() or 1) / cfg.ttt_seq_len)
     per_rank = math.ceil(seqs_per_chunk / d.world_size)
     micro = min(cfg.ttt_micro_batch, per_rank)
-    seq = torch.zeros(micro, cfg.ttt_seq_len, dtype=torch.long, device=dev)
-    for params in (ttt.p1, ttt.p2):
-        ttt._only(params)
-        with autocast_ctx(dev, cfg.autocast_bf16):
-            forward(seq, seq, cfg.ttt_seq_len).float().sum().backward()
-        ttt.model.zero_grad(set_to_none=True)
-    for p in ttt.model.parameters():
-        p.requires_grad_(True)
+    for adapter in adapters:
+        adapter.warm_up(micro)
 
 
 def run_eval(
@@ -105,7 +145,7 @@ def run_eval(
     """Score ``tokens`` (the val stream) with ``model`` under ``cfg``; same result on every rank."""
     dev = d.device
     model.to(dev).eval()
-    stream = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=dev)
+    stream = device_stream(tokens, dev)
     forward, compiled = make_forward(model, cfg, dev)
     clock = _Clock(dev)
     scorer = Scorer(
@@ -119,28 +159,41 @@ def run_eval(
         bf16=cfg.autocast_bf16,
         keep_token_nll=keep_token_nll,
     )
-    ttt = TwoPhaseTTT(model, forward, stream, cfg, d) if cfg.ttt != "none" else None
-    if compiled:
-        with clock("compile"):
-            _warm_up(forward, ttt, cfg, d)
+    adapters = make_adapters(model, forward, stream, cfg, d) if cfg.ttt != "none" else []
+    try:
+        if compiled:
+            with clock("compile"):
+                _warm_up(forward, adapters, cfg, d)
+        totals, n_chunks = _score_and_adapt(scorer, adapters, stream.numel(), cfg, clock)
+    finally:
+        for adapter in adapters:
+            if hasattr(adapter, "close"):
+                adapter.close()
+    info: dict[str, Any] = {}
+    for adapter in adapters:
+        info.update(adapter.trainable_counts)
+    info.update({f"time_{k}_s": v for k, v in clock.times.items() if k.startswith("ttt_")})
+    steps = sum(a.steps_taken for a in adapters)
+    return EvalResult(totals, clock.times, n_chunks, steps, info)
 
-    bounds = block_bounds(stream.numel(), cfg.window, cfg.stride)
+
+def _score_and_adapt(
+    scorer: Scorer, adapters: list, n_tokens: int, cfg: EvalConfig, clock: _Clock
+) -> tuple[ScoreTotals, int]:
+    bounds = block_bounds(n_tokens, cfg.window, cfg.stride)
     windows = windows_for_blocks(bounds, cfg.window)
-    chunks = chunk_blocks(bounds, cfg.ttt_chunk_tokens if ttt else None)
+    chunks = chunk_blocks(bounds, cfg.chunk_tokens())
     totals = ScoreTotals()
     if cfg.ttt == "pre-train-on-val":
-        with clock("ttt"):
-            for _ in range(cfg.ttt_research_epochs):
-                for i, (a, b) in enumerate(chunks):
-                    ttt.adapt(i, int(bounds[a]), int(bounds[b]))
+        for _ in range(cfg.ttt_research_epochs):
+            for i, (a, b) in enumerate(chunks):
+                _adapt(adapters, clock, i, int(bounds[a]), int(bounds[b]))
         with clock("score"):
             totals.add(scorer.score(windows))
-    else:
-        for i, (a, b) in enumerate(chunks):
-            with clock("score"):
-                totals.add(scorer.score(windows.slice(a, b)))
-            if ttt is not None and i + 1 < len(chunks):
-                with clock("ttt"):
-                    ttt.adapt(i, int(bounds[a]), int(bounds[b]))
-    info = ttt.trainable_counts if ttt else {}
-    return EvalResult(totals, clock.times, len(chunks), ttt.steps_taken if ttt else 0, info)
+        return totals, len(chunks)
+    for i, (a, b) in enumerate(chunks):
+        with clock("score"):
+            totals.add(scorer.score(windows.slice(a, b)))
+        if i + 1 < len(chunks):
+            _adapt(adapters, clock, i, int(bounds[a]), int(bounds[b]))
+    return totals, len(chunks)

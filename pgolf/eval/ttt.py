@@ -17,6 +17,9 @@ chunks (adaptation accumulates); nothing is ever restored.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -49,8 +52,86 @@ def phase2_params(model: nn.Module, last_blocks: int) -> list[nn.Parameter]:
     return list(chosen.values())
 
 
+@contextlib.contextmanager
+def trainable_only(model: nn.Module, params: list) -> Iterator[None]:
+    """Only ``params`` of ``model`` take gradients inside; every flag is restored afterwards.
+
+    Parameters outside the model (LoRA adapters) keep their own flag. The model stays in
+    eval mode: train-mode switches (e.g. QAT fake-quant) must not change what is adapted;
+    these models have no dropout.
+    """
+    flags = [p.requires_grad for p in model.parameters()]
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def all_reduce_grads(params: list, d: Dist) -> None:
+    """Sum gradients over ranks with one flat all-reduce, so every rank takes the same step."""
+    for p in params:
+        if p.grad is None:  # a rank with no sequences still joins the all-reduce
+            p.grad = torch.zeros_like(p)
+    if not d.distributed:
+        return
+    flat = torch.cat([p.grad.reshape(-1).float() for p in params])
+    dist.all_reduce(flat)
+    i = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[i : i + n].view_as(p.grad))
+        i += n
+
+
+class StepRunner:
+    """One optimizer step over training sequences of the val stream, shared by every mode.
+
+    Every TTT read of the val stream happens in ``step`` (``tokens[starts + offsets]``), so
+    the token-read audit in tests/test_ttt_legality.py sees exactly what each step learns from.
+    """
+
+    def __init__(self, forward: NllFn, tokens: torch.Tensor, cfg: EvalConfig, d: Dist) -> None:
+        self.forward, self.tokens, self.cfg, self.d = forward, tokens, cfg, d
+        self.steps_taken = 0
+        self._offsets = torch.arange(cfg.ttt_seq_len + 1, device=tokens.device)
+
+    def step(self, params, opt, starts: np.ndarray, length: int, total: int) -> None:
+        """Gradients of this rank's ``starts`` (sequences of ``length``), summed over ranks and
+        divided by ``total`` (targets on all ranks), clipped, then one ``opt`` step."""
+        opt.zero_grad(set_to_none=False)
+        offsets = self._offsets[: length + 1]
+        dev = self.tokens.device
+        for i in range(0, starts.size, self.cfg.ttt_micro_batch):
+            s = torch.as_tensor(starts[i : i + self.cfg.ttt_micro_batch], device=dev)
+            seq = self.tokens[s[:, None] + offsets]
+            with autocast_ctx(dev, self.cfg.autocast_bf16):
+                nll = self.forward(seq[:, :-1], seq[:, 1:], length)
+            (nll.float().sum() / total).backward()
+        all_reduce_grads(params, self.d)
+        if self.cfg.ttt_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.ttt_grad_clip)
+        opt.step()
+        self.steps_taken += 1
+
+    def warm_up(self, model: nn.Module, params: list, micro: int) -> None:
+        """Compile the TTT forward/backward for ``params`` on dummy tokens; no step is taken."""
+        dev, n = self.tokens.device, self.cfg.ttt_seq_len
+        seq = torch.zeros(micro, n, dtype=torch.long, device=dev)
+        with trainable_only(model, params), autocast_ctx(dev, self.cfg.autocast_bf16):
+            self.forward(seq, seq, n).float().sum().backward()
+        model.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
+
+
 class TwoPhaseTTT:
     """Adapts ``model`` in place on already-scored targets; call ``adapt`` after each chunk."""
+
+    name = "two_phase"
 
     def __init__(
         self,
@@ -60,13 +141,16 @@ class TwoPhaseTTT:
         cfg: EvalConfig,
         d: Dist,
     ) -> None:
-        self.model, self.forward, self.tokens, self.cfg, self.d = model, forward, tokens, cfg, d
+        self.model, self.cfg, self.d = model, cfg, d
+        self.runner = StepRunner(forward, tokens, cfg, d)
         self.p1 = control_params(model)
         self.p2 = phase2_params(model, cfg.ttt_phase2_blocks)
         self.opt1 = torch.optim.Adam(self.p1, lr=cfg.ttt_phase1_lr) if self.p1 else None
         self.opt2 = torch.optim.SGD(self.p2, lr=cfg.ttt_phase2_lr, momentum=cfg.ttt_phase2_momentum)
-        self.steps_taken = 0
-        self._offsets = torch.arange(cfg.ttt_seq_len + 1, device=tokens.device)
+
+    @property
+    def steps_taken(self) -> int:
+        return self.runner.steps_taken
 
     @property
     def trainable_counts(self) -> dict[str, int]:
@@ -74,6 +158,10 @@ class TwoPhaseTTT:
             "ttt_phase1_params": sum(p.numel() for p in self.p1),
             "ttt_phase2_params": sum(p.numel() for p in self.p2),
         }
+
+    def warm_up(self, micro: int) -> None:
+        for params in (self.p1, self.p2):
+            self.runner.warm_up(self.model, params, micro)
 
     def adapt(self, chunk: int, c0: int, c1: int) -> None:
         """Learn from targets [c0, c1) (and earlier context); never reads a token >= c1."""
@@ -84,51 +172,8 @@ class TwoPhaseTTT:
 
     def _run(self, params: list, opt: torch.optim.Optimizer, steps: int, c0: int, c1: int) -> None:
         starts, length = train_starts(c0, c1, self.cfg.ttt_seq_len)
-        total_targets = starts.size * length
         a, b = rank_slice(starts.size, self.d)
-        mine = starts[a:b]
-        flags = [p.requires_grad for p in self.model.parameters()]
-        # The model stays in eval mode: train-mode switches (e.g. QAT fake-quant) must not
-        # change what is being adapted; these models have no dropout.
-        self._only(params)
-        try:
+        with trainable_only(self.model, params):
             for _ in range(steps):
-                self._step(params, opt, mine, length, total_targets)
-        finally:
-            for p, flag in zip(self.model.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
-
-    def _only(self, params: list) -> None:
-        keep = {id(p) for p in params}
-        for p in self.model.parameters():
-            p.requires_grad_(id(p) in keep)
-
-    def _step(self, params, opt, starts: np.ndarray, length: int, total: int) -> None:
-        opt.zero_grad(set_to_none=False)
-        offsets = self._offsets[: length + 1]
-        for i in range(0, starts.size, self.cfg.ttt_micro_batch):
-            s = torch.as_tensor(starts[i : i + self.cfg.ttt_micro_batch], device=self.tokens.device)
-            seq = self.tokens[s[:, None] + offsets]
-            with autocast_ctx(self.tokens.device, self.cfg.autocast_bf16):
-                nll = self.forward(seq[:, :-1], seq[:, 1:], length)
-            # Divide by the chunk's total (all ranks) so summed gradients are the chunk mean.
-            (nll.float().sum() / total).backward()
-        self._sync_grads(params)
-        if self.cfg.ttt_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.ttt_grad_clip)
-        opt.step()
-        self.steps_taken += 1
-
-    def _sync_grads(self, params: list) -> None:
-        for p in params:
-            if p.grad is None:  # a rank with no sequences still joins the all-reduce
-                p.grad = torch.zeros_like(p)
-        if not self.d.distributed:
-            return
-        flat = torch.cat([p.grad.reshape(-1).float() for p in params])
-        dist.all_reduce(flat)
-        i = 0
-        for p in params:
-            n = p.numel()
-            p.grad.copy_(flat[i : i + n].view_as(p.grad))
-            i += n
+                # Divide by the chunk's total (all ranks) so summed gradients are the chunk mean.
+                self.runner.step(params, opt, starts[a:b], length, starts.size * length)

@@ -11,7 +11,7 @@ from pgolf.errors import ConfigError
 from pgolf.io import atomic_write_text
 from pgolf.pipeline import plan
 from pgolf.pipeline.scaling import scaling_overrides
-from pgolf.pipeline.stages import STAGES, is_done, marker, run_stage
+from pgolf.pipeline.stages import STAGES, StageFailed, is_done, marker, run_stage
 from pgolf.pipeline.summary import write_summary
 
 
@@ -92,4 +92,22 @@ def _run(out: Path, stage) -> None:
             f"stage:{stage.name} status:skipped reason:done_before marker:{marker(out, stage.name)}"
         )
         return
-    run_stage(out, stage)
+    try:
+        run_stage(out, stage)
+    except StageFailed as e:
+        if stage.name != "train":
+            raise
+        raise StageFailed(f"{e}; {_resume_hint(out / 'train')}") from None
+
+
+def _resume_hint(run_dir: Path) -> str:
+    """What re-running does after a failed training stage: resume, or start over."""
+    state = run_dir / "resume.json"
+    try:
+        step = json.loads(state.read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return "no checkpoint was written yet, so re-running the same pgolf run command starts training over"
+    return (
+        f"the last checkpoint (step {step}) is kept in {run_dir}: re-run the same pgolf run "
+        f"command to resume from it (it passes --resume {run_dir} to pgolf-train)"
+    )

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+# Temp names carry the writer's pid and host, so a later command can tell a temp file whose
+# writer was killed (SIGKILL, power loss: no cleanup ran) from one still being written.
+# (pgolf.cli_common sweeps them.)
+HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
 @contextlib.contextmanager
@@ -15,7 +22,8 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """Open a temp file beside ``path`` for binary writing; rename over ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}.pgolf-{os.getpid()}-{HOST}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600 files; give the result the mode a plain open() would.
         os.fchmod(fd, 0o666 & ~_umask())
@@ -24,7 +32,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # KeyboardInterrupt too: an interrupted write leaves no temp file
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -82,20 +83,34 @@ def _parse_scalar(text: str, typ: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {text!r}") from None
     if typ is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+        return _finite(value, where)
     if typ is str:
         return text
     raise ConfigError(f"{where}: fields of type {typ} cannot be set from the command line")
+
+
+def _finite(value: float, where: str) -> float:
+    # No knob means anything at inf or nan, and both pass range checks written as
+    # `x > 0` (inf) or silently poison arithmetic (nan): reject them for every field at once.
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value}")
+    return value
 
 
 def _coerce_json(value: Any, typ: Any, where: str) -> Any:
     """Accept a JSON value for a field (lists become tuples, ints become floats)."""
     if isinstance(value, str) and typ is not str:
         return _parse_scalar(value, typ, where)
+    if isinstance(value, float):
+        _finite(value, where)  # JSON configs may carry NaN / Infinity too
     origin = typing.get_origin(typ)
     if origin in (tuple, list) and isinstance(value, list):
+        for item in value:
+            if isinstance(item, float):
+                _finite(item, where)
         return tuple(value)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

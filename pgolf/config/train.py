@@ -7,6 +7,7 @@ as in the public records; a later scaling rule for short 1-GPU runs rewrites the
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 from pgolf.config.base import need
@@ -115,7 +116,10 @@ class TrainConfig:
     checkpoint_every_steps: int = 1000
 
     def __post_init__(self) -> None:
-        need(self.train_seconds > 0, f"train_seconds must be > 0, got {self.train_seconds}")
+        need(
+            0 < self.train_seconds < math.inf,
+            f"train_seconds must be a finite number > 0, got {self.train_seconds}",
+        )
         need(self.max_steps >= 0, "max_steps must be >= 0 (0 = no step cap)")
         need(self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}")
         need(
@@ -163,6 +167,13 @@ class TrainConfig:
         )
         for name in ("val_every_steps", "val_tokens", "final_val_tokens", "checkpoint_every_steps"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0")
+        for name in ("val_tokens", "final_val_tokens"):
+            # A cap below one sequence leaves validation nothing to score, after the clock.
+            n = getattr(self, name)
+            need(
+                n == 0 or n > self.seq_len,
+                f"{name} must be 0 (whole split) or > seq_len {self.seq_len}, got {n}",
+            )
         need(self.val_batch_seqs >= 1, "val_batch_seqs must be >= 1")
         need(self.log_every_steps >= 1, "log_every_steps must be >= 1")
 

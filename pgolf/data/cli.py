@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from pgolf.cli_common import ErrorHandlingGroup, config_options, resolve_config
+from pgolf.cli_common import (
+    ErrorHandlingGroup,
+    check_output_dir,
+    config_options,
+    resolve_config,
+)
 from pgolf.errors import ConfigError, DataError
 
 
@@ -80,6 +85,7 @@ def build(
     from pgolf.data.build import build as run_build
     from pgolf.logs import Logger
 
+    check_output_dir(out_dir, "the shard folder (--out)")
     if demo and preset == "default":
         preset = "tiny"
     cfg = _with_flags(
@@ -129,6 +135,7 @@ def fetch(variant, train_shards, out_dir, repo_id, remote_root, revision):
     from pgolf.data import fetch as fetch_mod
     from pgolf.logs import Logger
 
+    check_output_dir(out_dir, "the shard folder (--out)")
     record = fetch_mod.fetch(
         variant,
         train_shards,

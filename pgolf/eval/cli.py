@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pgolf.cli_common import config_options, resolve_config, standalone
+from pgolf.cli_common import check_output_file, config_options, resolve_config, standalone
 from pgolf.config.eval import TTT_MODES
 
 
@@ -45,6 +45,12 @@ from pgolf.config.eval import TTT_MODES
     help="Write per-token NLL (nats, float32, stream order) as .npy ({ttt} as for --report).",
 )
 @click.option(
+    "--unverified-tokenizer",
+    is_flag=True,
+    help="Score an artifact that records no tokenizer sha256 (only the vocab size is then "
+    "checked); the report says tokenizer_verified: false.",
+)
+@click.option(
     "--max-tokens",
     type=click.IntRange(min=2),
     default=None,
@@ -52,10 +58,20 @@ from pgolf.config.eval import TTT_MODES
 )
 @config_options
 def evaluate(
-    artifact, data_dir, tokenizer, ttt, report_path, save_token_nll, max_tokens, preset, overrides
+    artifact,
+    data_dir,
+    tokenizer,
+    ttt,
+    report_path,
+    save_token_nll,
+    unverified_tokenizer,
+    max_tokens,
+    preset,
+    overrides,
 ) -> None:
     """Score ARTIFACT (a .pgolf file or a checkpoint run dir) on the val split: val_bpb."""
     from pgolf import runtime
+    from pgolf.data.recorded import check_tokenizer_for_data
     from pgolf.eval.evaluate import evaluate_many
     from pgolf.eval.report import detail_line, summary_line, write_report
 
@@ -66,10 +82,24 @@ def evaluate(
     ]
     reports_to = _per_mode(report_path, cfgs, "--report")
     nll_to = _per_mode(save_token_nll, cfgs, "--save-token-nll")
+    # Output paths and the tokenizer are checked before the artifact is read and scored.
+    for path in reports_to or []:
+        check_output_file(path, "the report (--report)")
+    for path in nll_to or []:
+        check_output_file(path, "the token NLL file (--save-token-nll)")
+    if tokenizer is not None:
+        check_tokenizer_for_data(data_dir, tokenizer)
     d = runtime.init(cfgs[0].device)
     try:
         reports = evaluate_many(
-            artifact, data_dir, tokenizer, cfgs, max_tokens=max_tokens, token_nll_paths=nll_to, d=d
+            artifact,
+            data_dir,
+            tokenizer,
+            cfgs,
+            max_tokens=max_tokens,
+            token_nll_paths=nll_to,
+            unverified_tokenizer=unverified_tokenizer,
+            d=d,
         )
         if d.is_main:
             for i, report in enumerate(reports):

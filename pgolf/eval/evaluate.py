@@ -18,7 +18,13 @@ from typing import Any
 from pgolf import runtime
 from pgolf.config.eval import EvalConfig
 from pgolf.eval.engine import run_eval
-from pgolf.eval.load import build_model, check_tokenizer, load_artifact, load_val
+from pgolf.eval.load import (
+    TokenizerMismatch,
+    build_model,
+    check_tokenizer,
+    load_artifact,
+    load_val,
+)
 from pgolf.eval.report import build_report, write_token_nll
 
 
@@ -47,13 +53,25 @@ def evaluate_many(
     *,
     max_tokens: int | None = None,
     token_nll_paths: list[str | Path] | None = None,
+    unverified_tokenizer: bool = False,
     d: runtime.Dist | None = None,
 ) -> list[dict[str, Any]]:
-    """One report per config, in order, from a single load of the artifact."""
+    """One report per config, in order, from a single load of the artifact.
+
+    An artifact without a tokenizer sha256 is refused unless ``unverified_tokenizer``:
+    any tokenizer of its vocab size would pass, and a wrong one gives a wrong val_bpb.
+    """
     t0 = time.perf_counter()
     d = d or runtime.init(cfgs[0].device)
     loaded = load_artifact(artifact)
     table = check_tokenizer(loaded, tokenizer)
+    verified = bool((loaded.tokenizer or {}).get("sha256"))
+    if not verified and not unverified_tokenizer:
+        raise TokenizerMismatch(
+            f"{artifact}: records no tokenizer sha256, so {tokenizer} can be checked only by "
+            "vocab size; re-pack it with --tokenizer PATH, or pass --unverified-tokenizer "
+            "(the report then says tokenizer_verified: false)"
+        )
     tokens = load_val(data_dir, table.vocab_size, max(c.window for c in cfgs), max_tokens)
     model = build_model(loaded)
     shared_s = time.perf_counter() - t0
@@ -79,4 +97,5 @@ def evaluate_many(
                 artifact_path=str(artifact),
             )
         )
+        reports[-1]["tokenizer_verified"] = verified
     return reports

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from pgolf.cli_common import config_options, resolve_config
+from pgolf.cli_common import check_output_dir, check_output_file, config_options, resolve_config
 
 
 @click.command()
@@ -30,8 +31,12 @@ from pgolf.cli_common import config_options, resolve_config
 def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, overrides):
     """Prune, quantize and entropy-code CHECKPOINT (a run dir) into an artifact."""
     from pgolf.logs import Logger
-    from pgolf.pack.api import pack_checkpoint
+    from pgolf.pack.api import pack_checkpoint, sidecar_path
 
+    check_output_file(output, "the artifact (-o)")
+    check_output_file(sidecar_path(output), "the artifact's config sidecar")
+    if report is not None:
+        check_output_file(report, "the pack report (--report)")
     run = resolve_config(preset, overrides)
     cfg = run.pack
     if budget is not None:
@@ -55,9 +60,37 @@ def unpack(artifact, output):
     from pgolf.logs import Logger
     from pgolf.pack.api import unpack_artifact
 
+    check_output_dir(output, "the unpacked checkpoint's folder (-o)")
+    _check_unpack_target(Path(output))
     t0 = time.perf_counter()
     path = unpack_artifact(artifact, output)
     Logger().log("unpack", checkpoint=str(path), unpack_s=time.perf_counter() - t0)
+
+
+def _check_unpack_target(out_dir: Path) -> None:
+    """Refuse a folder whose checkpoint or config is not an earlier unpack's: a trained run
+    dir holds the full-precision checkpoint, and the dequantized one must not replace it."""
+    from safetensors import SafetensorError, safe_open
+
+    from pgolf.checkpoint import CHECKPOINT_FILE, CONFIG_FILE
+    from pgolf.errors import PgolfError
+
+    ckpt, config = out_dir / CHECKPOINT_FILE, out_dir / CONFIG_FILE
+    if ckpt.is_file():
+        try:  # the header only: a full load would read every tensor
+            with safe_open(str(ckpt), "pt") as f:
+                extra = (f.metadata() or {}).get("extra", "")
+        except (SafetensorError, OSError):
+            extra = ""
+        if '"unpacked_from"' in extra:
+            return
+    elif not config.exists() and not ckpt.exists():
+        return
+    held = CHECKPOINT_FILE if ckpt.exists() else CONFIG_FILE
+    raise PgolfError(
+        f"{out_dir} holds a {held} that is not from an earlier unpack (a training run?) and "
+        "unpacking would replace it; pass a new folder to -o"
+    )
 
 
 @click.command()
@@ -91,6 +124,8 @@ def inspect(artifact, as_json, plot, budget, code_only):
         return
     if artifact is None:
         raise PgolfError("inspect needs an ARTIFACT (or --code-bytes)")
+    if plot:
+        check_output_file(plot, "the plot (--plot)")
     s = inspect_artifact(artifact, budget=budget)
     click.echo(json.dumps(s, indent=2) if as_json else format_summary(s))
     if plot:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from pgolf.cli_common import config_options
+from pgolf.cli_common import check_output_dir, config_options
+from pgolf.config.eval import TTT_MODES
 
 
 @click.command()
@@ -32,7 +33,7 @@ from pgolf.cli_common import config_options
 )
 @click.option(
     "--gpus",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Processes for train and eval (default: all visible GPUs, 1 on CPU).",
 )
@@ -45,6 +46,7 @@ from pgolf.cli_common import config_options
 @click.option(
     "--ttt",
     "ttt_modes",
+    type=click.Choice(TTT_MODES),
     multiple=True,
     default=("none", "two-phase"),
     show_default=True,
@@ -65,6 +67,8 @@ def run(
     import torch
 
     from pgolf.pipeline.runner import run_pipeline
+
+    check_output_dir(out, "the run folder (--out)")
 
     if gpus is None:
         gpus = max(1, torch.cuda.device_count())

@@ -60,14 +60,6 @@ def run_pipeline(
     all_overrides = (*scaled, *overrides)
     config = resolve(preset, all_overrides)
     out.mkdir(parents=True, exist_ok=True)
-    # Check before forgetting anything: a refused run must lose nothing. --redo all starts
-    # the folder over, so it may change the config; a partial redo must keep it.
-    if "all" not in redo:
-        _check_same_config(out, config)
-    _redo_from(out, redo)
-    atomic_write_text(out / "config.json", config.to_json())
-    atomic_write_text(out / "overrides.json", json.dumps(list(all_overrides), indent=2) + "\n")
-
     p = plan.PipelineInputs(
         out=out,
         inputs=inputs,
@@ -76,6 +68,17 @@ def run_pipeline(
         nproc=nproc,
         ttt_modes=ttt_modes,
     )
+    # Check before forgetting anything: a refused run must lose nothing. --redo all starts
+    # the folder over, so it may change the config and inputs; a partial redo must keep them.
+    if "all" not in redo:
+        _check_same_config(out, config)
+        ident = plan.check_same_inputs(p)
+    else:
+        ident = plan.inputs_identity(p)
+    _redo_from(out, redo)
+    atomic_write_text(out / "config.json", config.to_json())
+    atomic_write_text(out / "overrides.json", json.dumps(list(all_overrides), indent=2) + "\n")
+    plan.record_inputs(p, ident)
     cfg_args = plan.config_args(config, all_overrides)
     if data_dir is None:
         _run(out, plan.data_stage(p, cfg_args))

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf import runtime
-from pgolf.checkpoint import save_checkpoint
+from pgolf.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, save_checkpoint
 from pgolf.config import RunConfig
 from pgolf.data.bpb import ByteTable
 from pgolf.data.shards import load_split
@@ -34,12 +34,22 @@ from pgolf.train.loader import BatchPlan, Prefetcher, train_stream
 from pgolf.train.muon import Muon, momentum_at
 from pgolf.train.plots import plot_loss_curve
 from pgolf.train.schedule import Schedule
-from pgolf.train.state import adam_state_tensors, load_adam_state, load_resume, save_resume
+from pgolf.train.state import (
+    RESUME_FILE,
+    RESUME_JSON,
+    adam_state_tensors,
+    load_adam_state,
+    load_resume,
+    save_resume,
+)
 from pgolf.train.validate import evaluate_bpb
 
 # Dense bf16 peak of one H100 SXM (no sparsity); MFU is reported against it.
 H100_BF16_PEAK_FLOPS = 989e12
 LOG_FILE = "train_log.jsonl"
+PLOT_FILE = "loss_curve.png"
+# Everything a run writes into its run dir: a fresh run refuses a folder holding any of them.
+RUN_FILES = (CHECKPOINT_FILE, CONFIG_FILE, RESUME_FILE, RESUME_JSON, LOG_FILE, PLOT_FILE)
 
 
 class TrainingDiverged(PgolfError):
@@ -67,22 +77,36 @@ def align_with_tokenizer(cfg: RunConfig, tok: dict[str, Any], log: Logger) -> Ru
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **updates))
 
 
+def check_val_split(val: Any, data_dir: Path, tc: Any) -> None:
+    """The val split must fill one sequence, or validation fails after the whole clock."""
+    if len(val) < tc.seq_len + 1:
+        raise DataError(
+            f"{data_dir}: val split has {len(val)} tokens, fewer than one validation sequence "
+            f"needs (train.seq_len {tc.seq_len} + 1); rebuild the data with more val documents "
+            "(pgolf data build --val-docs) or lower train.seq_len"
+        )
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, data_dir: Path, tokenizer: Path, out: Path) -> None:
+        # Checks that need no model come first: bad data must fail before anything is written.
+        self.tok = tokenizer_identity(tokenizer)
+        self.val_tokens = load_split(data_dir, "val", self.tok["vocab_size"])
+        check_val_split(self.val_tokens, data_dir, cfg.train)
+        self.stream = train_stream(data_dir, self.tok["vocab_size"])
         self.dist = runtime.init(cfg.train.device)
+        try:
+            self.accum = cfg.train.accumulation(self.dist.world_size)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.out = Path(out)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.log = Logger(self.out / LOG_FILE, enabled=self.dist.is_main)
-        self.tok = tokenizer_identity(tokenizer)
         self.cfg = cfg = align_with_tokenizer(cfg, self.tok, self.log)
         tc, d = cfg.train, self.dist
         self.device = d.device
         self.cuda = d.device.type == "cuda"
-        try:
-            self.accum = tc.accumulation(d.world_size)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
         self.schedule = Schedule(
             tc.train_seconds,
             tc.max_steps,
@@ -94,7 +118,6 @@ class Trainer:
         with d.device:  # orthogonal init on the GPU: seconds faster than on the host
             self.model = GPT(cfg.model)
         self.names = {id(p): n for n, p in self.model.named_parameters()}
-        self.stream = train_stream(data_dir, cfg.model.vocab_size)
         self.plan = BatchPlan(
             self.stream,
             global_tokens=tc.global_batch_tokens,
@@ -104,7 +127,6 @@ class Trainer:
             world=d.world_size,
             accum=self.accum,
         )
-        self.val_tokens = load_split(data_dir, "val", cfg.model.vocab_size)
         self.byte_tables = ByteTable.from_model(tokenizer).torch_tables(d.device)
         if tc.fp8_matmuls:
             check_fp8_support(d.device, tc.autocast_bf16)
@@ -428,7 +450,7 @@ class Trainer:
             }
         )
         if self.dist.is_main:
-            plot_loss_curve(self.history, self.out / "loss_curve.png")
+            plot_loss_curve(self.history, self.out / PLOT_FILE)
         return {
             "step": self.step,
             "train_s": self.elapsed,

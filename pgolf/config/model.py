@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Literal
 
 from pgolf.config.base import need
+from pgolf.config.bounds import check_model
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -78,6 +79,7 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
+        check_model(self)  # types and upper bounds first: the rules below assume them
         need(
             2 <= self.vocab_size <= 65_535,
             f"vocab_size must be in [2, 65535], got {self.vocab_size}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,10 @@ from pgolf.data.bpb import ByteTable
 from pgolf.data.shards import list_shards, load_split
 from pgolf.data.tokenizer import load_tokenizer, sha256_file
 from pgolf.errors import PgolfError
+
+if TYPE_CHECKING:
+    from pgolf.format import Artifact
+    from pgolf.format.header import Header
 
 
 class EvalInputError(PgolfError, ValueError):
@@ -58,18 +62,70 @@ def load_artifact(path: str | Path) -> LoadedArtifact:
 
 
 def _from_container(path: Path) -> LoadedArtifact:
-    # Imported here so a checkpoint-only evaluation never needs the container code.
-    from pgolf.format import load_artifact as read_container
-
-    art = read_container(path)  # FormatError (one line, rule number) on any corruption
+    art, config = read_container(path)
     return LoadedArtifact(
         state=dict(art.state),
-        model_config=_model_config(art.model, path),
+        model_config=config,
         tokenizer=dict(art.tokenizer) if art.tokenizer else None,
         artifact_bytes=art.file_bytes,
         seconds=0.0,
         kind="artifact",
     )
+
+
+def read_container(path: str | Path) -> tuple[Artifact, ModelConfig]:
+    """A ``.pgolf`` artifact decoded, and its model config, after the model-level checks.
+
+    The config must be a valid, bounded ``ModelConfig`` (R30) and the tensors exactly the
+    ones it implies, name for name and shape for shape (R31). Both run on the header alone,
+    before a single stream is decoded, so a file that lies about its model costs neither
+    decode time nor memory. ``pgolf inspect`` and ``pgolf unpack`` read through here too.
+    """
+    # Imported here so a checkpoint-only evaluation never needs the container code.
+    from pgolf.format import errors as E
+    from pgolf.format import load_artifact as read
+
+    configs: list[ModelConfig] = []
+
+    def check(header: Header) -> None:
+        config = _model_config(header.model)
+        try:
+            problem = shape_mismatch({t.name: t.shape for t in header.tensors}, config)
+        except ValueError as e:  # the model's own config checks (e.g. attention backend)
+            raise E.ModelConfigInvalid(f"the model config does not build a model: {e}") from None
+        if problem:
+            raise E.TensorShapeMismatch(
+                f"{problem}; the header's model config and tensors disagree"
+            )
+        configs.append(config)
+
+    art = read(path, check_header=check)  # FormatError (one line, rule number) on any problem
+    return art, configs[0]
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor the config's GPT holds, from a model on the meta device
+    (no memory, milliseconds), so it is the model definition itself and cannot drift."""
+    from pgolf.model import GPT
+
+    with torch.device("meta"):
+        model = GPT(config)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def shape_mismatch(have: dict[str, tuple[int, ...]], config: ModelConfig) -> str | None:
+    """What differs between tensor shapes ``have`` and those ``config`` implies, or None."""
+    want = expected_shapes(config)
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or extra:
+        return (
+            f"the model config implies {len(want)} tensors: {len(missing)} missing "
+            f"{missing[:3]}, {len(extra)} not in the model {extra[:3]}"
+        )
+    for name, shape in want.items():
+        if tuple(have[name]) != shape:
+            return f"{name} has shape {list(have[name])}, the model config implies {list(shape)}"
+    return None
 
 
 def _from_checkpoint(path: Path) -> LoadedArtifact:
@@ -87,26 +143,33 @@ def _from_checkpoint(path: Path) -> LoadedArtifact:
     )
 
 
-def _model_config(raw: Any, path: Path) -> ModelConfig:
-    if isinstance(raw, ModelConfig):
-        return raw
+def _model_config(raw: dict[str, Any]) -> ModelConfig:
+    from pgolf.format import errors as E
+
     try:
-        return from_dict(ModelConfig, dict(raw), "model")
+        return from_dict(ModelConfig, raw, "model")  # R14 made it a dict
     except PgolfError as e:
-        raise EvalInputError(f"{path}: the artifact's model config is not usable: {e}") from None
+        raise E.ModelConfigInvalid(
+            f"{e}; the header's model config is not one this pgolf can build"
+        ) from None
 
 
 def build_model(loaded: LoadedArtifact) -> torch.nn.Module:
     """GPT rebuilt from the artifact's own config, weights loaded strictly (fp32 on CPU)."""
     from pgolf.model import GPT
 
-    model = GPT(loaded.model_config)
-    result = model.load_state_dict(loaded.state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    # Artifacts were checked on read (R31); a run dir's checkpoint is checked here, before
+    # the model is allocated, so a mismatch is one line instead of a load_state_dict trace.
+    problem = shape_mismatch(
+        {n: tuple(t.shape) for n, t in loaded.state.items()}, loaded.model_config
+    )
+    if problem:
         raise EvalInputError(
-            f"artifact tensors do not match its model config: missing {result.missing_keys[:4]}, "
-            f"unexpected {result.unexpected_keys[:4]} (artifact from another pgolf version?)"
+            f"{loaded.kind} tensors do not match its model config: {problem} "
+            "(written by another pgolf version?)"
         )
+    model = GPT(loaded.model_config)
+    model.load_state_dict(loaded.state, strict=True)
     return model.float().eval()
 
 

@@ -1,7 +1,10 @@
 """Named reader errors, one class per validation rule of formats/artifact-v1.md.
 
 The rule number (``rule``) matches the spec's numbered list, so an error message, the
-spec and the hand-crafted broken file in the tests all point at the same rule.
+spec and the hand-crafted broken file in the tests all point at the same rule. R27, R30
+and R31 need knowledge the container does not have (the tokenizer file, the model); the
+loaders that have it raise them, but they live here so every rejection of an artifact
+is one ``FormatError``.
 """
 
 from __future__ import annotations
@@ -128,6 +131,30 @@ class TokenizerMismatch(FormatError):
     rule = 27
 
 
+class DecodeBudgetExceeded(FormatError):
+    """Spec 1.1: the segments declare more raw bytes than the file's size allows."""
+
+    rule = 28
+
+
+class RansLaneTooLong(FormatError):
+    """Spec 1.1: an rANS lane holds more symbols than one decode may step through."""
+
+    rule = 29
+
+
+class ModelConfigInvalid(FormatError):
+    """Not a file rule: the header's model section is no valid, bounded model config."""
+
+    rule = 30
+
+
+class TensorShapeMismatch(FormatError):
+    """Not a file rule: the tensors are not exactly those the model config implies."""
+
+    rule = 31
+
+
 RULES: tuple[type[FormatError], ...] = (
     BadMagic,
     VersionTooOld,
@@ -156,4 +183,8 @@ RULES: tuple[type[FormatError], ...] = (
     SymbolOutOfRange,
     NonFiniteScale,
     TokenizerMismatch,
+    DecodeBudgetExceeded,
+    RansLaneTooLong,
+    ModelConfigInvalid,
+    TensorShapeMismatch,
 )

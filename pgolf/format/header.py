@@ -1,7 +1,8 @@
-"""Header schema: JSON -> typed entries, enforcing rules R14 and R16-R24 of the spec.
+"""Header schema: JSON -> typed entries, enforcing rules R14, R16-R24 and R28 of the spec.
 
 Every size is checked against a cap before it is multiplied or allocated (overflow-checked
-arithmetic), so a hostile header cannot ask for terabytes.
+arithmetic), so a hostile header cannot ask for terabytes; R28 then bounds the decoded
+total by the file's own size, so it cannot ask for gigabytes from a few kilobytes either.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def _str(value: Any, what: str) -> str:
     return value
 
 
-def validate(raw: dict[str, Any], payload_len: int) -> Header:
+def validate(raw: dict[str, Any], payload_len: int, file_bytes: int) -> Header:
     for key, typ in (("model", dict), ("tokenizer", dict), ("segments", list), ("tensors", list)):
         _need(isinstance(raw.get(key), typ), f"header key '{key}' must be a {typ.__name__}")
     meta = raw.get("meta", {})
@@ -117,6 +118,7 @@ def validate(raw: dict[str, Any], payload_len: int) -> Header:
     _check_stream_layout(tensors, segments)
     for t in tensors:
         _check_lengths(t)
+    _check_decode_budget(segments, file_bytes)
     return Header(raw["model"], tok, segments, tensors, meta, raw)
 
 
@@ -233,6 +235,16 @@ def _check_stream_layout(tensors: tuple[TensorEntry, ...], segments: tuple[Segme
             raise E.StreamLayoutError(
                 f"segment {i} streams cover {at} of its {seg.raw_length} raw bytes"
             )
+
+
+def _check_decode_budget(segments: tuple[Segment, ...], file_bytes: int) -> None:
+    total = sum(s.raw_length for s in segments)
+    budget = spec.decode_budget(file_bytes)
+    if total > budget:
+        raise E.DecodeBudgetExceeded(
+            f"segments declare {total} raw bytes, more than a {file_bytes}-byte file may "
+            f"decode to (max({spec.DECODE_FLOOR}, {spec.DECODE_RATIO} x file size) = {budget})"
+        )
 
 
 def _check_lengths(t: TensorEntry) -> None:

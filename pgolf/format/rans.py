@@ -19,12 +19,18 @@ import struct
 import numpy as np
 
 from pgolf.format import errors as E
+from pgolf.format import spec
 
 PREC = 15
 M = 1 << PREC
 L = 1 << 16
 STEPS = 4096  # encoder target steps per lane: fewer lanes (4 bytes each) vs more numpy steps
 _HEAD = struct.Struct("<IHH")
+# Decode batches: the symbol lookup table costs M bytes a stream and the per-lane work
+# arrays ~100 bytes a lane, so both stay bounded (32 MiB, 50 MiB) however many streams a
+# file holds. A real model (~70 streams, ~7k lanes) decodes in one batch.
+BATCH_STREAMS = 1024
+BATCH_LANES = 1 << 19
 
 
 def normalize(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +142,11 @@ def _parse(blob: bytes, raw_length: int, what: str):
         raise E.CorruptStream(f"{what}: rans stream holds {n} symbols, expected {raw_length}")
     if (n == 0) != (k == 0 and p == 0) or k > n or p > 256:
         raise E.CorruptStream(f"{what}: rans lanes {k} / alphabet {p} invalid for {n} symbols")
+    if n and _steps(n, k) > spec.MAX_RANS_LANE_SYMBOLS:
+        raise E.RansLaneTooLong(
+            f"{what}: rans stream puts {_steps(n, k)} of its {n} symbols in one of {k} lanes, "
+            f"at most {spec.MAX_RANS_LANE_SYMBOLS} are allowed; re-pack with this pgolf"
+        )
     off = _HEAD.size
     need = off + p + 2 * p + 4 * k
     if len(blob) < need or (len(blob) - need) % 2:
@@ -151,9 +162,44 @@ def _parse(blob: bytes, raw_length: int, what: str):
     return n, k, (symbols, freqs), states, words
 
 
+def _steps(n: int, k: int) -> int:
+    """Symbols in the longest lane: the number of vectorised decode steps."""
+    return -(-n // k) if k else 0
+
+
 def decode_many(blobs: list[bytes], raw_lengths: list[int], whats: list[str]) -> list[np.ndarray]:
-    """Decode several streams in one vectorized pass; every failure is a FormatError."""
+    """Decode several streams in vectorized passes; every failure is a FormatError."""
+    # Every head is checked (R12, R13, R29) before a single symbol is decoded.
     parsed = [_parse(b, n, w) for b, n, w in zip(blobs, raw_lengths, whats, strict=True)]
+    out: list[np.ndarray] = [np.zeros(0, np.uint8)] * len(parsed)
+    for batch in _batches(parsed):
+        decoded = _decode_batch([parsed[i] for i in batch], [whats[i] for i in batch])
+        for i, arr in zip(batch, decoded, strict=True):
+            out[i] = arr
+    return out
+
+
+def _batches(parsed: list) -> list[list[int]]:
+    """Stream indices grouped within BATCH_STREAMS / BATCH_LANES, longest lanes first.
+
+    Sorting by lane length makes a batch's step count (its longest lane) no longer than any
+    lane of the batch before, so all batches together take at most the longest lane plus
+    total symbols / BATCH_STREAMS steps: many short streams cannot multiply the loop.
+    """
+    order = sorted(range(len(parsed)), key=lambda i: -_steps(parsed[i][0], parsed[i][1]))
+    batches: list[list[int]] = []
+    lanes = 0
+    for i in order:
+        k = parsed[i][1]
+        if not batches or len(batches[-1]) == BATCH_STREAMS or lanes + k > BATCH_LANES:
+            batches.append([])
+            lanes = 0
+        batches[-1].append(i)
+        lanes += k
+    return batches
+
+
+def _decode_batch(parsed: list, whats: list[str]) -> list[np.ndarray]:
     sizes = [p[0] for p in parsed]
     lanes = [p[1] for p in parsed]
     tab = _Tables([p[2] for p in parsed])

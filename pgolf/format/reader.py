@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,26 @@ def read_header(source: str | Path | bytes) -> tuple[Header, int]:
     """Validated header and file size, checking every rule except the stream contents."""
     data = _read(source)
     parsed = parse(data)
-    return validate(parsed.header, len(parsed.payload)), len(data)
+    return validate(parsed.header, len(parsed.payload), len(data)), len(data)
 
 
 def load_artifact(
-    source: str | Path | bytes, *, tokenizer_path: str | Path | None = None
+    source: str | Path | bytes,
+    *,
+    tokenizer_path: str | Path | None = None,
+    check_header: Callable[[Header], None] | None = None,
 ) -> Artifact:
-    """Decode an artifact; with ``tokenizer_path`` also check it is the packed tokenizer."""
+    """Decode an artifact; with ``tokenizer_path`` also check it is the packed tokenizer.
+
+    ``check_header`` sees the validated header before a single stream is decoded: a caller
+    that knows more than the container (the model the config implies) rejects there, at
+    the cost of reading the header only.
+    """
     data = _read(source)
     parsed = parse(data)
-    header = validate(parsed.header, len(parsed.payload))
+    header = validate(parsed.header, len(parsed.payload), len(data))
+    if check_header is not None:
+        check_header(header)
     raw = decode_segments(header, parsed.payload)
     state = {}
     for t in header.tensors:
@@ -81,7 +92,7 @@ def decode_segments(header: Header, payload: memoryview) -> list[memoryview]:
             blobs, [s.raw_length for _, s in ranged], [f"segments[{i}]" for i, _ in ranged]
         )
         for (i, _), arr in zip(ranged, decoded, strict=True):
-            out[i] = memoryview(arr.tobytes())
+            out[i] = memoryview(arr)  # no copy: the decoded total is what R28 bounds
     for i, s in enumerate(header.segments):
         if out[i] is None:
             blob = payload[s.offset : s.offset + s.length]

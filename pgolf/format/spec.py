@@ -28,6 +28,15 @@ MAX_NUMEL = 1 << 32  # elements per tensor
 MAX_SEGMENT_RAW = 1 << 32  # decompressed bytes per segment
 MAX_TOTAL_RAW = 1 << 34  # decompressed bytes over the whole artifact
 MAX_NAME_CHARS = 256
+# Spec 1.1 reader limits (R28, R29): what a file may make the reader decode is bounded by
+# the file's own size, so a few hundred hostile bytes cannot ask for gigabytes or hours.
+# 16 raw bytes per file byte is >= 0.5 bits per weight on average; the packer's real
+# artifacts sit near 2 raw bytes per file byte. The floor keeps tiny test models readable.
+DECODE_RATIO = 16
+DECODE_FLOOR = 1 << 26  # 64 MiB
+# rANS decodes one vectorised step per symbol of its longest lane. pgolf's writer uses
+# K = min(65535, ceil(n / 4096)) lanes, i.e. at most 65,537 symbols a lane for any n < 2**32.
+MAX_RANS_LANE_SYMBOLS = 1 << 17
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 CODECS = ("raw", "zstd", "brotli", "lzma", "rans")
@@ -36,6 +45,11 @@ DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}  # original dtype -> bytes 
 PASSTHROUGH = {"fp32": 4, "fp16": 2, "bf16": 2}  # passthrough scheme -> bytes per element
 INT_BITS = range(2, 9)  # int2 .. int8
 SCALE_DTYPES = {"float16": 2}
+
+
+def decode_budget(file_bytes: int) -> int:
+    """Most raw (decoded) segment bytes a file of ``file_bytes`` bytes may declare (R28)."""
+    return max(DECODE_FLOOR, DECODE_RATIO * file_bytes)
 
 
 def int_scheme_bits(scheme: str) -> int | None:

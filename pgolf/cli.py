@@ -17,6 +17,8 @@ from pgolf.cli_common import LazyGroup
         "inspect": "pgolf.pack.cli:inspect",
         "eval": "pgolf.eval.cli:evaluate",
         "run": "pgolf.pipeline.cli:run",
+        "export": "pgolf.export.cli:export",
+        "validate": "pgolf.export.cli:validate",
     },
 )
 @click.version_option(package_name="pgolf")

@@ -84,18 +84,17 @@ def test_inspect_table_json_and_plot(packed: Path, tmp_path) -> None:
     assert (tmp_path / "b.png").stat().st_size > 1000
 
 
-def test_inspect_code_bytes() -> None:
-    res = CliRunner().invoke(cli, ["inspect", "--code-bytes", "--json"])
+def test_inspect_code_bytes_is_the_exported_script() -> None:
+    res = CliRunner().invoke(cli, ["inspect", "--code-bytes", "--json", "--preset", "tiny"])
     m = json.loads(res.output)
-    assert 0 < m["shipped_bytes"] < m["minified_bytes"] < m["source_bytes"]
+    assert 0 < m["compressed_bytes"] < m["shipped_bytes"] < m["minified_bytes"] < m["source_bytes"]
+    assert m["shipped_bytes"] == len(codebytes.measure(resolve("tiny")).text.encode())
 
 
-def test_code_bytes_file_list_is_current() -> None:
-    root = Path(codebytes.pgolf.__file__).parent
-    for pattern in codebytes.EVAL_SIDE:
-        assert list(root.glob(pattern)), f"EVAL_SIDE entry {pattern} matches no file"
-    for f in codebytes.eval_side_files():  # minified code must still compile
-        compile(codebytes.minify(f.read_text()), str(f), "exec")
+def test_code_bytes_override_and_measure() -> None:
+    run = resolve("tiny")
+    assert codebytes.code_bytes(resolve("tiny", ["pack.code_bytes=123"])) == 123
+    assert codebytes.code_bytes(run) == codebytes.measure(run).shipped_bytes
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "magic", "empty"])

@@ -19,13 +19,12 @@ from pgolf.config import RunConfig, from_json
 from pgolf.config.base import to_dict
 from pgolf.config.pack import PackConfig, format_bits
 from pgolf.errors import PgolfError
-from pgolf.eval.load import read_container
-from pgolf.format import read_header
+from pgolf.format import load_artifact, read_header
 from pgolf.format.reader import tokenizer_identity
 from pgolf.io import atomic_write_bytes, atomic_write_text
 from pgolf.logs import Logger
 from pgolf.pack import budget as B
-from pgolf.pack import codebytes, report
+from pgolf.pack import report
 from pgolf.pack.packer import PackResult, pack_state
 
 
@@ -33,8 +32,12 @@ def sidecar_path(artifact: str | Path) -> Path:
     return Path(f"{artifact}.config.json")
 
 
-def code_bytes_for(cfg: PackConfig) -> int:
-    return cfg.code_bytes if cfg.code_bytes >= 0 else codebytes.measure().shipped_bytes
+def code_bytes_for(cfg: PackConfig, run: RunConfig | None = None) -> int:
+    """Counted code: the override, or the size of the train_gpt.py exported for ``run``."""
+    from pgolf.pack import codebytes
+
+    run = dataclasses.replace(run or RunConfig(), pack=cfg)
+    return codebytes.code_bytes(run)
 
 
 def tokenizer_for(info: dict[str, Any], run: RunConfig, path: str | Path | None) -> dict:
@@ -67,7 +70,7 @@ def pack_checkpoint(
             f"tokenizer vocab {tok['vocab_size']} != model vocab "
             f"{run.model.vocab_size}; pass the tokenizer the model was trained with"
         )
-    code = code_bytes_for(cfg)
+    code = code_bytes_for(cfg, run)
     quantizer, calib_s = _gptq(tensors, run, cfg, log)
     meta = {
         "config": run.to_dict(),
@@ -151,7 +154,7 @@ def pgolf_version() -> str:
 
 def unpack_artifact(artifact: str | Path, out_dir: str | Path) -> Path:
     """Dequantized checkpoint.safetensors + config.json (original dtypes) in ``out_dir``."""
-    art, _ = read_container(artifact)  # the evaluator's checks, model config and shapes too
+    art = load_artifact(artifact)
     config = art.header.meta.get("config")
     if isinstance(config, dict):
         run = from_json(config)
@@ -167,9 +170,13 @@ def inspect_artifact(
     artifact: str | Path, *, budget: int | None = None, code_bytes: int | None = None
 ) -> dict[str, Any]:
     header, size = read_header(artifact)
-    read_container(artifact)  # full validation: a broken stream must fail inspect too
-    if code_bytes is None:
-        code_bytes = int(header.meta.get("code_bytes", codebytes.measure().shipped_bytes))
+    load_artifact(artifact)  # full validation: a broken stream must fail inspect too
+    if code_bytes is None and "code_bytes" in header.meta:
+        code_bytes = int(header.meta["code_bytes"])
+    elif code_bytes is None:  # written by another tool: count pgolf's script for its config
+        config = header.meta.get("config")
+        run = from_json(config) if isinstance(config, dict) else RunConfig()
+        code_bytes = code_bytes_for(run.pack, run)
     if budget is None:
         budget = int(header.meta.get("config", {}).get("pack", {}).get("budget_bytes", 16_000_000))
     return report.summary(header, size, code_bytes, budget)

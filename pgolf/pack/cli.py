@@ -102,25 +102,27 @@ def _check_unpack_target(out_dir: Path) -> None:
     "--code-bytes",
     "code_only",
     is_flag=True,
-    help="Report the counted eval-side code bytes (no artifact needed).",
+    help="Report the counted code: the train_gpt.py `pgolf export` writes for --preset/--set.",
 )
-def inspect(artifact, as_json, plot, budget, code_only):
+@config_options
+def inspect(artifact, as_json, plot, budget, code_only, preset, overrides):
     """Show ARTIFACT's header, per-tensor bytes and errors, and totals vs the budget."""
     from pgolf.errors import PgolfError
+    from pgolf.logs import format_line
     from pgolf.pack import codebytes
     from pgolf.pack.api import inspect_artifact
     from pgolf.pack.report import format_summary, plot_groups
 
     if code_only:
-        m = codebytes.measure()
-        if as_json:
-            click.echo(json.dumps(m.__dict__, indent=2))
-        else:
-            click.echo(
-                f"files:{len(m.files)} source_bytes:{m.source_bytes} minified_bytes:"
-                f"{m.minified_bytes} lzma_bytes:{m.lzma_bytes} shipped_bytes:"
-                f"{m.shipped_bytes}"
-            )
+        m = codebytes.measure(resolve_config(preset, overrides))
+        sizes = {
+            "modules": len(m.modules),
+            "source_bytes": m.source_bytes,
+            "minified_bytes": m.minified_bytes,
+            "compressed_bytes": m.compressed_bytes,
+            "shipped_bytes": m.shipped_bytes,
+        }
+        click.echo(json.dumps(sizes, indent=2) if as_json else format_line(sizes))
         return
     if artifact is None:
         raise PgolfError("inspect needs an ARTIFACT (or --code-bytes)")

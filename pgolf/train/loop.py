@@ -108,7 +108,7 @@ class Trainer:
         self.device = d.device
         self.cuda = d.device.type == "cuda"
         self.schedule = Schedule(
-            tc.train_seconds,
+            tc.train_seconds - tc.pack_reserve_seconds,
             tc.max_steps,
             tc.warmdown_frac,
             tc.lr_warmup_steps,

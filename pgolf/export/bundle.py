@@ -1,0 +1,220 @@
+"""The exported ``train_gpt.py``: pgolf's own run-path modules, minified, in one script.
+
+The challenge counts one file that trains, packs and evaluates. We generate it instead of
+keeping a second copy: starting from ``pgolf.export.entry`` we follow every ``pgolf.*``
+import (module level and inside functions), drop the modules the run path never executes,
+minify each module (``python_minifier``: docstrings, comments, local names), and ship
+
+    {module name: source} + a 6-line meta-path finder that serves them as ``pgolf.*``
+    + the run's config (only the fields that differ from the defaults)
+
+compressed (lzma or brotli, whichever is smaller) and base85-encoded behind a one-line
+``exec`` stub, as records do. The script's size is what ``pgolf pack`` counts against the
+budget, so it is measured by generating it: cached per config in the process, and the
+minified modules on disk (minifying takes seconds).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
+import json
+import lzma
+import os
+from pathlib import Path
+
+import brotli
+import python_minifier
+
+import pgolf
+from pgolf.config import RunConfig, from_json
+from pgolf.io import atomic_write_text
+
+ENTRY = "pgolf.export.entry"
+# Part of the cache key: another minifier version may minify differently.
+MINIFIER = importlib.metadata.version("python-minifier")
+# Reached through imports, never executed by the exported script: code-bytes measurement
+# (the script reports its own size) and the exporter itself.
+NEVER = frozenset({"pgolf.pack.codebytes", "pgolf.export.bundle"})
+# Reached through function-level imports that only some configs execute.
+OPTIONAL = {
+    "pgolf.pack.gptq": lambda run: run.pack.gptq != "off",
+    "pgolf.model.fa4": lambda run: run.model.attention_backend in ("auto", "fa4"),
+}
+# The decompressed program: S maps module names to sources, P lists packages, C is the
+# config; the finder serves S as modules (packages get a search path so submodules load).
+PROGRAM = """import sys,importlib.util as u
+S={sources}
+P={packages}
+C={config}
+class F:
+ def find_spec(s,n,p,t=None):return u.spec_from_loader(n,s,is_package=n in P)if n in S else None
+ def create_module(s,m):return None
+ def exec_module(s,m):exec(compile(S[m.__name__],m.__name__,'exec'),m.__dict__)
+sys.meta_path.insert(0,F())
+from {entry} import main
+main(C,__file__)
+"""
+# codec name -> (compress, the stub that undoes it)
+CODECS = {
+    "lzma": (
+        lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME),
+        'import lzma,base64;exec(lzma.decompress(base64.b85decode("{}")))\n',
+    ),
+    "brotli": (
+        lambda b: brotli.compress(b, quality=11, lgwin=24),
+        'import brotli,base64;exec(brotli.decompress(base64.b85decode("{}")))\n',
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Script:
+    text: str  # the train_gpt.py file
+    modules: tuple[str, ...]  # pgolf modules it carries
+    source_bytes: int  # those modules as they are
+    minified_bytes: int  # the decompressed program (minified modules + finder + config)
+    compressed_bytes: int  # the program, compressed
+    codec: str  # lzma or brotli: the smaller
+
+    @property
+    def shipped_bytes(self) -> int:
+        """The file's size: what the challenge counts as code."""
+        return len(self.text.encode())
+
+
+def package_root() -> Path:
+    return Path(pgolf.__file__).parent
+
+
+def module_path(name: str, root: Path | None = None) -> Path | None:
+    base = (root or package_root()).parent / name.replace(".", "/")
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _import_names(name: str, root: Path | None = None) -> set[str]:
+    """Every absolute module ``name`` imports, at module level or inside functions."""
+    path = module_path(name, root)
+    assert path is not None, name
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            # ``from pgolf.pack import gptq`` imports a module, not a name
+            found.update(
+                f"{node.module}.{a.name}"
+                for a in node.names
+                if node.module.startswith("pgolf") and module_path(f"{node.module}.{a.name}", root)
+            )
+    return found
+
+
+def imported_modules(name: str, root: Path | None = None) -> set[str]:
+    """``pgolf.*`` modules that ``name`` imports, their parent packages included."""
+    mods = {m for m in _import_names(name, root) if m == "pgolf" or m.startswith("pgolf.")}
+    return {".".join(m.split(".")[: i + 1]) for m in mods for i in range(m.count(".") + 1)}
+
+
+def third_party_imports(name: str, root: Path | None = None) -> set[str]:
+    """Top-level names of the other packages ``name`` imports (stdlib included)."""
+    return {m.split(".")[0] for m in _import_names(name, root)} - {"pgolf"}
+
+
+def run_modules(run: RunConfig, root: Path | None = None) -> list[str]:
+    """The modules the exported script needs for ``run``: the entry's import closure."""
+    skip = set(NEVER) | {m for m, needed in OPTIONAL.items() if not needed(run)}
+    seen: set[str] = set()
+    todo = [ENTRY, *(ENTRY.rsplit(".", i)[0] for i in range(1, ENTRY.count(".") + 1))]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in skip:
+            continue
+        seen.add(name)
+        todo.extend(imported_modules(name, root))
+    return sorted(seen)
+
+
+def minify(source: str) -> str:
+    """Same behaviour, fewest bytes: no docstrings or comments, short local names.
+
+    Module-level names stay (other modules import them), and so do class-level annotations
+    (dataclasses read them as fields). Results are cached on disk by source hash.
+    """
+    key = hashlib.sha256(f"{MINIFIER}\0{source}".encode()).hexdigest()
+    cached = cache_dir() / f"{key}.py"
+    if cached.is_file():
+        return cached.read_text()
+    text = _minify(source)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cached, text)
+    except OSError:  # a read-only cache only costs time
+        pass
+    return text
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pgolf" / "minified"
+
+
+def _minify(source: str) -> str:
+    return python_minifier.minify(
+        source,
+        remove_literal_statements=True,
+        rename_globals=False,
+        rename_locals=True,
+        remove_asserts=False,
+        remove_debug=False,
+    )
+
+
+def config_delta(run: RunConfig) -> dict:
+    """The fields of ``run`` that differ from the defaults; ``from_json`` restores the rest."""
+    full, base = run.to_dict(), RunConfig().to_dict()
+    delta: dict = {"preset": run.preset}
+    for section, values in full.items():
+        if section == "preset":
+            continue
+        changed = {k: v for k, v in values.items() if base[section][k] != v}
+        if changed:
+            delta[section] = changed
+    assert from_json(delta) == run, "config delta does not rebuild the config"
+    return delta
+
+
+def build_script(run: RunConfig, root: Path | None = None) -> Script:
+    return _build(run.to_json(), str(root or package_root()))
+
+
+@functools.lru_cache(maxsize=8)
+def _build(run_json: str, root_dir: str) -> Script:
+    root = Path(root_dir)
+    run = from_json(run_json)
+    names = run_modules(run, root)
+    raw = {n: module_path(n, root).read_text() for n in names}
+    program = PROGRAM.format(
+        sources=repr({n: minify(s) for n, s in raw.items()}),
+        packages=repr([n for n in names if module_path(n, root).name == "__init__.py"]),
+        config=repr(json.dumps(config_delta(run), separators=(",", ":"))),
+        entry=ENTRY,
+    )
+    packed = {name: fn(program.encode()) for name, (fn, _) in CODECS.items()}
+    codec = min(packed, key=lambda name: len(packed[name]))
+    return Script(
+        text=CODECS[codec][1].format(base64.b85encode(packed[codec]).decode()),
+        modules=tuple(names),
+        source_bytes=sum(len(s.encode()) for s in raw.values()),
+        minified_bytes=len(program.encode()),
+        compressed_bytes=len(packed[codec]),
+        codec=codec,
+    )

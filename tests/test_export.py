@@ -1,0 +1,177 @@
+"""`pgolf export`: the records folder from a tiny `pgolf run`, and its train_gpt.py run alone.
+
+One tiny run (demo corpus, 30 steps, one TTT mode) is made once per session. The exported
+script then runs in a fresh folder laid out like the challenge repository, with no pgolf
+importable, and must print the val_bpb that `pgolf eval` gives its artifact, exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pgolf.cli import cli
+from pgolf.config import from_json, resolve
+from pgolf.export import bundle
+from pgolf.export.validate import validate
+from pgolf.format import read_header
+
+TIMEOUT_S = 600
+RUN_ARGS = ("--set", "train.max_steps=30", "--set", "eval.stride=128", "--ttt", "two-phase")
+SUBMITTER = ("--author", "Test Person", "--github-id", "tester", "--name", "Tiny demo")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgolf.cli", "run", "--out", str(out), *RUN_ARGS],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def records(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("records") / "2026-05-01_Tiny"
+    res = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(out), *SUBMITTER])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_default_modules_leave_out_what_the_run_never_runs():
+    names = bundle.run_modules(resolve("default"))
+    assert "pgolf.export.entry" in names and "pgolf.train.loop" in names
+    assert "pgolf.pack.api" in names and "pgolf.eval.evaluate" in names
+    for never in ("pgolf.pack.codebytes", "pgolf.export.bundle", "pgolf.cli", "pgolf.data.build"):
+        assert never not in names
+    assert not any(n.endswith(".cli") for n in names)
+    off = bundle.run_modules(resolve("default", ["pack.gptq=off"]))
+    assert "pgolf.pack.gptq" in names and "pgolf.pack.gptq" not in off
+
+
+def test_config_delta_rebuilds_the_config():
+    run = resolve("tiny", ["train.seed=7", "eval.stride=16"])
+    delta = bundle.config_delta(run)
+    assert delta["train"]["seed"] == 7 and delta["eval"]["stride"] == 16
+    assert from_json(delta) == run
+
+
+@pytest.mark.slow
+def test_pack_counts_the_exported_script(tiny_run, records):
+    pack = json.loads((tiny_run / "pack.json").read_text())
+    header, _ = read_header(tiny_run / "artifact.pgolf")
+    script = bundle.build_script(from_json(header.meta["config"]))
+    assert pack["code_bytes"] == script.shipped_bytes == (records / "train_gpt.py").stat().st_size
+
+
+@pytest.mark.slow
+def test_export_writes_a_folder_that_validates(tiny_run, records):
+    assert validate(records) == []
+    res = CliRunner().invoke(cli, ["validate", str(records)])
+    assert res.exit_code == 0, res.output
+    sub = json.loads((records / "submission.json").read_text())
+    assert sub["bytes_code"] == (records / "train_gpt.py").stat().st_size
+    seed = str(sub["seeds"][0])
+    report = json.loads((tiny_run / "eval_two-phase.json").read_text())
+    assert sub["val_bpb"] == sub["seed_results"][seed]["val_bpb"] == report["val_bpb"]
+    assert sub["bytes_total"] == sub["seed_results"][seed]["artifact_bytes"] + sub["bytes_code"]
+    assert (sub["author"], sub["github_id"], sub["name"]) == ("Test Person", "tester", "Tiny demo")
+    assert "torch" in (records / "requirements.txt").read_text().split()
+    assert f"train_seed{seed}.log" in os.listdir(records)
+    assert (
+        "torchrun --standalone --nproc_per_node=8 train_gpt.py"
+        in (records / "README.md").read_text()
+    )
+
+
+def _challenge_layout(tiny_run: Path, work: Path) -> None:
+    """The run's shards and tokenizer where the challenge repository keeps them."""
+    data = work / "data" / "datasets" / "fineweb10B_sp1024"
+    data.mkdir(parents=True)
+    for shard in sorted((tiny_run / "data").glob("*.bin")):
+        split, index = re.search(r"_(train|val)_(\d{6})\.bin$", shard.name).groups()
+        shutil.copy(shard, data / f"fineweb_{split}_{index}.bin")
+    (work / "data" / "tokenizers").mkdir()
+    shutil.copy(
+        tiny_run / "data" / "tokenizer.model", work / "data/tokenizers/fineweb_1024_bpe.model"
+    )
+
+
+@pytest.mark.slow
+def test_exported_script_runs_without_pgolf_and_matches_pgolf_eval(tiny_run, records, tmp_path):
+    work = tmp_path / "challenge"
+    work.mkdir()
+    _challenge_layout(tiny_run, work)
+    shutil.copy(records / "train_gpt.py", work / "train_gpt.py")
+    # -S: no site module, so the editable install's .pth finder never loads; the third-party
+    # packages come from site-packages on PYTHONPATH. -s/PYTHONNOUSERSITE: no user site.
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.pathsep.join(site.getsitepackages()),
+        "PYTHONNOUSERSITE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "MAX_WALLCLOCK_SECONDS": "30",
+        "RUN_ID": "exported",
+    }
+    python = [sys.executable, "-S", "-s"]
+    probe = subprocess.run([*python, "-c", "import pgolf"], cwd=work, env=env, capture_output=True)
+    assert probe.returncode != 0 and b"No module named 'pgolf'" in probe.stderr
+    proc = subprocess.run(
+        [*python, "train_gpt.py"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    size = (work / "train_gpt.py").stat().st_size
+    assert f"Code size: {size} bytes" in out
+    assert re.search(r"^Total submission size pgolf: \d+ bytes$", out, re.MULTILINE)
+    assert re.search(r"train_plus_pack_s:\S+", out)
+    (bpb,) = re.findall(
+        r"^final_pgolf_sliding_window_ttt_two-phase_exact .*val_bpb:(\S+)", out, re.M
+    )
+    artifact = work / "final_model.pgolf"
+    header, _ = read_header(artifact)
+    assert header.meta["code_bytes"] == size
+    eval_set = [f"eval.{k}={v}" for k, v in header.meta["config"]["eval"].items()]
+    report = tmp_path / "eval.json"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgolf.eval",
+            str(artifact),
+            "--data",
+            str(work / "data/datasets/fineweb10B_sp1024"),
+            "--tokenizer",
+            str(work / "data/tokenizers/fineweb_1024_bpe.model"),
+            "--report",
+            str(report),
+            "--preset",
+            "tiny",
+            *[a for s in eval_set for a in ("--set", s)],
+        ],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert float(bpb) == json.loads(report.read_text())["val_bpb"]

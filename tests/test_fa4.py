@@ -137,3 +137,10 @@ def test_explicit_fa4_without_the_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(attention, "_fa4_available", lambda: False)
     with pytest.raises(ValueError, match="'fa4' is not importable"):
         attention.resolve_backend("fa4", "cuda")
+
+
+def test_fa4_is_simply_unavailable_without_the_package():
+    # find_spec("flash_attn.cute") raises when flash_attn itself is missing: that must read
+    # as "not available", or building any model on a CUDA-less machine would fail.
+    attention._flash_available.cache_clear()
+    assert attention._flash_available("no_such_pkg_xyz.cute") is False

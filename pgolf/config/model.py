@@ -23,8 +23,13 @@ class ModelConfig:
     num_heads: int = 8
     # Key/value heads (GQA); must divide num_heads.
     num_kv_heads: int = 4
-    # MLP hidden width as a multiple of model_dim (relu^2 activation).
+    # MLP hidden width as a multiple of model_dim.
     mlp_mult: float = 3.0
+    # MLP activation: "relu2" is relu(x)^2; "leaky_relu2" is leaky_relu(x, slope)^2, which keeps
+    # a gradient for negative pre-activations (leaderboard PR #549, in every April record).
+    mlp_activation: Literal["relu2", "leaky_relu2"] = "relu2"
+    # Negative slope of "leaky_relu2" (PR #549: 0.5).
+    mlp_leaky_slope: float = 0.5
     # Share the input embedding with the output head (saves vocab*dim bytes in the artifact).
     tie_embeddings: bool = True
     # Std of the normal init of the (tied) embedding.
@@ -43,12 +48,35 @@ class ModelConfig:
     train_seq_len: int = 2048
     # Apply exclusive self-attention (XSA) on this many of the deepest blocks.
     xsa_last_n: int = 4
+    # Per-head sigmoid gate on the attention output before its projection, computed from the
+    # first attn_gate_window dims of the block's normed input: y_h *= sigmoid(scale * W_h x[:w]).
+    # W starts at zero (every gate 0.5) and is a tiny control tensor (heads x window). The
+    # sparse form of PR #1787 (the dense gate of PR #1736 read all model_dim dims).
+    attn_out_gate: bool = False
+    # Input dims the attention gate reads (PR #1787: 12).
+    attn_gate_window: int = 12
+    # Multiplier inside the gate's sigmoid (PR #1855 found 0.5, a softer gate, better than 1).
+    attn_gate_scale: float = 1.0
     # Per-block learned mix between the running residual x and the embedding output x0.
     resid_mix: bool = True
     # Scale normed block inputs by 1/sqrt(layer+1) (LN scale).
     ln_scale: bool = True
     # U-Net skips: the first half of the blocks push, the second half pop with learned weights.
     unet_skips: bool = True
+    # Parallel residuals (GPT-J style) from this block on: attention and MLP read the same
+    # input and their outputs are summed into the stream (PR #1204; #1493 from layer 7); -1 off.
+    parallel_residual_from: int = -1
+    # Depth recurrence: blocks recur_start..recur_end (inclusive, as the records' LOOP_START/
+    # LOOP_END) run recur_passes times in a row with shared weights, so the model gets deeper
+    # for no bytes (PR #1204 two layers twice; #1394, #1493 layers 3-5 three times); -1 off.
+    # The U-Net skips pair up over the unrolled sequence. Evaluation always runs it.
+    recur_start: int = -1
+    recur_end: int = -1
+    # Passes over the span while recurrence is on (2 = run twice; PR #1493: 3).
+    recur_passes: int = 2
+    # The trainer runs the cheaper plain stack until this fraction of the training budget,
+    # then switches recurrence on (PR #1204 delayed it; #1493: 0.35). 0 = on from the start.
+    recur_after_frac: float = 0.0
     # BigramHash buckets (hash of previous and current token); 0 disables.
     bigram_buckets: int = 2048
     # BigramHash embedding width before its projection to model_dim.
@@ -100,6 +128,22 @@ class ModelConfig:
             f"rope_dims must be even and in [0, head_dim={self.head_dim}], got {self.rope_dims}",
         )
         need(self.mlp_mult > 0, "mlp_mult must be > 0")
+        need(
+            0 <= self.mlp_leaky_slope < 1,
+            f"mlp_leaky_slope must be in [0, 1), got {self.mlp_leaky_slope}",
+        )
+        need(
+            1 <= self.attn_gate_window <= self.model_dim,
+            f"attn_gate_window must be in [1, model_dim={self.model_dim}], "
+            f"got {self.attn_gate_window}",
+        )
+        need(self.attn_gate_scale > 0, "attn_gate_scale must be > 0")
+        need(
+            -1 <= self.parallel_residual_from < self.num_layers,
+            f"parallel_residual_from must be -1 (off) or a layer in [0, {self.num_layers}), "
+            f"got {self.parallel_residual_from}",
+        )
+        self._check_recurrence()
         need(self.logit_softcap >= 0, "logit_softcap must be >= 0 (0 disables)")
         need(
             0 <= self.xsa_last_n <= self.num_layers,
@@ -119,6 +163,24 @@ class ModelConfig:
             "bigram_buckets must be 0 (off) or >= 2 (one bucket is reserved for sequence starts)",
         )
 
+    def _check_recurrence(self) -> None:
+        if self.recur_start == -1 and self.recur_end == -1:
+            return
+        need(
+            0 <= self.recur_start <= self.recur_end < self.num_layers,
+            f"recurrence span recur_start={self.recur_start}..recur_end={self.recur_end} must "
+            f"satisfy 0 <= start <= end < num_layers={self.num_layers} (both -1 switches it off)",
+        )
+        need(self.recur_passes >= 2, f"recur_passes must be >= 2, got {self.recur_passes}")
+        need(
+            0 <= self.recur_after_frac < 1,
+            f"recur_after_frac must be in [0, 1), got {self.recur_after_frac}",
+        )
+
+    @property
+    def recurrence(self) -> bool:
+        return self.recur_start >= 0
+
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
@@ -132,20 +194,62 @@ class ModelConfig:
         return int(round(self.mlp_mult * self.model_dim))
 
 
+# The April leaderboard architecture (PR #1493 1.0810 and PR #1855 1.0611, both SP8192): MLP 4x
+# LeakyReLU(0.5)^2, XSA on all 11 layers, QK gain 5.25, layers 3-5 looped three times from 35%
+# of training, parallel residuals from layer 7, the sparse attention-output gate at scale 0.5.
+# Those records dropped BigramHash and the value embeddings (the 8192-token embedding takes
+# their bytes); SmearGate stays (PR #1855 keeps a BOS-safe smear).
+_RECORD_ARCH: dict[str, Any] = {
+    "mlp_mult": 4.0,
+    "mlp_activation": "leaky_relu2",
+    "mlp_leaky_slope": 0.5,
+    "q_gain_init": 5.25,
+    "attn_out_gate": True,
+    "attn_gate_window": 12,
+    "attn_gate_scale": 0.5,
+    "recur_passes": 3,
+    "recur_after_frac": 0.35,
+    "bigram_buckets": 0,
+    "value_embed_dim": 0,
+    "value_embed_layers": (),
+    "smear_gate": True,
+}
+
+# Trains on 2 CPU cores in well under a minute; keeps every feature switched on.
+_TINY: dict[str, Any] = {
+    "vocab_size": 512,
+    "num_layers": 4,
+    "model_dim": 64,
+    "num_heads": 4,
+    "num_kv_heads": 2,
+    "rope_dims": 8,
+    "train_seq_len": 128,
+    "xsa_last_n": 2,
+    "bigram_buckets": 256,
+    "bigram_dim": 16,
+    "value_embed_dim": 16,
+    "value_embed_layers": (2, 3),
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # Trains on 2 CPU cores in well under a minute; keeps every feature switched on.
-    "tiny": {
-        "vocab_size": 512,
-        "num_layers": 4,
-        "model_dim": 64,
-        "num_heads": 4,
-        "num_kv_heads": 2,
-        "rope_dims": 8,
-        "train_seq_len": 128,
-        "xsa_last_n": 2,
-        "bigram_buckets": 256,
-        "bigram_dim": 16,
-        "value_embed_dim": 16,
-        "value_embed_layers": (2, 3),
+    "tiny": _TINY,
+    # Full size for one H200 / 8xH100 with the SP8192 tokenizer (fineweb_8192_bpe.model).
+    "record": {
+        **_RECORD_ARCH,
+        "vocab_size": 8192,
+        "num_layers": 11,
+        "xsa_last_n": 11,
+        "recur_start": 3,
+        "recur_end": 5,
+        "parallel_residual_from": 7,
+    },
+    # The record's features at the tiny width (4 layers: the middle pair loops three times).
+    "record-tiny": {
+        **_TINY,
+        **_RECORD_ARCH,
+        "xsa_last_n": 4,
+        "recur_start": 1,
+        "recur_end": 2,
+        "parallel_residual_from": 2,
     },
 }

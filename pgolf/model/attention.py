@@ -36,11 +36,13 @@ BACKENDS = ("auto", "fa4", "fa3", "fa2", "sdpa", "sdpa_cudnn", "sdpa_flash", "ma
 def _flash_available(module: str) -> bool:
     """``module`` imports and provides ``flash_attn_func`` (PyPI's ``flash-attn-interface``
     is an empty placeholder that would otherwise pass for FlashAttention-3)."""
-    if importlib.util.find_spec(module) is None:
-        return False
     try:
+        # find_spec of a submodule (flash_attn.cute) imports its parent: it raises when the
+        # parent is missing. A broken build (e.g. compiled for another torch) is not available.
+        if importlib.util.find_spec(module) is None:
+            return False
         return callable(getattr(importlib.import_module(module), "flash_attn_func", None))
-    except Exception:  # a broken build (e.g. compiled for another torch) is not available
+    except Exception:
         return False
 
 

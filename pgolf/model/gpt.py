@@ -27,7 +27,8 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.model_dim
         self.attn = CausalSelfAttention(cfg, layer)
-        self.mlp = MLP(d, cfg.mlp_hidden)
+        leaky = cfg.mlp_leaky_slope if cfg.mlp_activation == "leaky_relu2" else 0.0
+        self.mlp = MLP(d, cfg.mlp_hidden, leaky)
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
         # Row 0 weighs the running x, row 1 the embedding output x0 (starts as pure x).
@@ -36,6 +37,8 @@ class Block(nn.Module):
         )
         # Damps the inputs of deeper blocks, whose residual stream has grown larger.
         self.ln_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        # GPT-J style from this layer on: the MLP reads the attention's input (PR #1204).
+        self.parallel = 0 <= cfg.parallel_residual_from <= layer
 
     def forward(
         self, x: torch.Tensor, x0: torch.Tensor, v_extra: torch.Tensor | None
@@ -43,8 +46,11 @@ class Block(nn.Module):
         if self.resid_mix is not None:
             mix = self.resid_mix.to(x.dtype)
             x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_scale, v_extra)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_scale)
+        h = rms_norm(x) * self.ln_scale
+        out = x + self.attn_scale.to(x.dtype) * self.attn(h, v_extra)
+        if not self.parallel:
+            h = rms_norm(out) * self.ln_scale
+        return out + self.mlp_scale.to(x.dtype) * self.mlp(h)
 
 
 class GPT(nn.Module):
@@ -62,8 +68,23 @@ class GPT(nn.Module):
         )
         self.smear = SmearGate(d, cfg.bos_id) if cfg.smear_gate else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(n))
-        self.num_encoder = n // 2 if cfg.unet_skips else 0
-        num_skips = min(self.num_encoder, n - self.num_encoder)
+        # Block order of one forward: plain, and with the recurrence span unrolled. Which one
+        # runs is a plain attribute (torch.compile guards on it and keeps one graph each).
+        self.plain_order = tuple(range(n))
+        self.recur_order = self.plain_order
+        if cfg.recurrence:
+            span = self.plain_order[cfg.recur_start : cfg.recur_end + 1]
+            self.recur_order = (
+                self.plain_order[: cfg.recur_start]
+                + span * cfg.recur_passes
+                + self.plain_order[cfg.recur_end + 1 :]
+            )
+        # Built as evaluated: a finished run's model always recurs; the trainer switches the
+        # recurrence off for the first recur_after_frac of training.
+        self.recurrence_active = cfg.recurrence
+        # Skip weights for the longest order; the plain order uses the first ones.
+        deepest = len(self.recur_order) // 2 if cfg.unet_skips else 0
+        num_skips = min(deepest, len(self.recur_order) - deepest)
         self.skip_weights = nn.Parameter(torch.ones(num_skips, d)) if num_skips else None
         ve_layers = sorted(set(cfg.value_embed_layers)) if cfg.value_embed_dim else []
         self.ve_slot = {layer: i for i, layer in enumerate(ve_layers)}
@@ -107,6 +128,12 @@ class GPT(nn.Module):
         for mod in self.block_linears():
             mod.matmul = matmul
 
+    def set_recurrence(self, active: bool) -> None:
+        """Run the recurrence span ``recur_passes`` times (True) or once (False)."""
+        if active and not self.cfg.recurrence:
+            raise ValueError("set_recurrence(True) needs model.recur_start/recur_end set")
+        self.recurrence_active = active
+
     @property
     def block_matmul(self) -> Matmul | None:
         return self.block_linears()[0].matmul
@@ -126,16 +153,19 @@ class GPT(nn.Module):
     def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
         x0 = x = self.embed(input_ids)
         ve = self.value_embed(input_ids) if self.value_embed is not None else None
+        order = self.recur_order if self.recurrence_active else self.plain_order
+        # U-Net halves over the order actually run (the records pair skips the same way).
+        num_encoder = len(order) // 2 if self.cfg.unet_skips else 0
         skips: list[torch.Tensor] = []
-        for i, block in enumerate(self.blocks):
-            if i >= self.num_encoder and skips:
-                w = self.skip_weights[i - self.num_encoder].to(x.dtype)
+        for j, i in enumerate(order):
+            if j >= num_encoder and skips:
+                w = self.skip_weights[j - num_encoder].to(x.dtype)
                 x = x + w * skips.pop()
             v_extra = None
             if ve is not None and i in self.ve_slot:
                 v_extra = ve * self.value_embed.layer_scales[self.ve_slot[i]].to(ve.dtype)
-            x = block(x, x0, v_extra)
-            if i < self.num_encoder:
+            x = self.blocks[i](x, x0, v_extra)
+            if j < num_encoder:
                 skips.append(x)
         return rms_norm(x)
 

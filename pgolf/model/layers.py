@@ -1,4 +1,4 @@
-"""Small building blocks: the fp32-master linear layer (with late QAT) and the relu² MLP."""
+"""Small building blocks: the fp32-master linear layer (with late QAT) and the squared-ReLU MLP."""
 
 from __future__ import annotations
 
@@ -55,16 +55,23 @@ def project(x: torch.Tensor, parts: Sequence[CastedLinear]) -> torch.Tensor:
 
 
 class MLP(nn.Module):
-    """relu² MLP (squared ReLU beat GELU at this scale in the modded-nanogpt speedruns)."""
+    """relu² MLP (squared ReLU beat GELU at this scale in the modded-nanogpt speedruns).
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    ``leaky_slope`` > 0 squares a leaky ReLU instead (leaderboard PR #549): negative
+    pre-activations keep a gradient, so fewer hidden units die under Muon's large steps.
+    """
+
+    def __init__(self, dim: int, hidden: int, leaky_slope: float = 0.0) -> None:
         super().__init__()
         self.fc = CastedLinear(dim, hidden)
         self.proj = CastedLinear(hidden, dim)
         self.proj.is_output = True
+        self.leaky_slope = leaky_slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.relu(self.fc(x)).square())
+        h = self.fc(x)
+        h = F.leaky_relu(h, self.leaky_slope) if self.leaky_slope else F.relu(h)
+        return self.proj(h.square())
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:

@@ -233,8 +233,11 @@ class Trainer:
         saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         batches = [(x.to(self.device), y.to(self.device)) for x, y in self.plan.micro_batches(0)]
         qat_from = n // 2 if self.cfg.train.qat_lr_threshold > 0 else n
+        mc = self.cfg.model  # compile the plain and the recurrent graph (model.recur_*)
+        recur_from = n // 4 if mc.recur_after_frac > 0 else 0
         for i in range(n):
             self.model.set_qat(self.cfg.train.qat_bits if i >= qat_from else 0)
+            self.model.set_recurrence(mc.recurrence and i >= recur_from)
             self._train_step(batches, 1.0, self._momentum())
         self.model.set_qat(0)
         self.model.load_state_dict(saved)
@@ -364,6 +367,7 @@ class Trainer:
                     self.qat_on = True
                     self.model.set_qat(tc.qat_bits)
                     self.log.log("qat_on", step=self.step, lr_scale=scale, bits=tc.qat_bits)
+                self._set_recurrence()
                 loss = self._train_step(prefetch.next(), scale, self._momentum())
                 self.step += 1
                 if self.ema is not None:
@@ -404,6 +408,15 @@ class Trainer:
         finally:
             prefetch.close()
         return self.finish()
+
+    def _set_recurrence(self) -> None:
+        """Depth recurrence runs from model.recur_after_frac of the budget on (PR #1493)."""
+        mc = self.cfg.model
+        frac = self.schedule.progress(self.step, self.elapsed)
+        on = mc.recurrence and frac >= mc.recur_after_frac
+        if on != self.model.recurrence_active:
+            self.model.set_recurrence(on)
+            self.log.log("recurrence", step=self.step, frac=frac, active=on)
 
     def _log_train(self, loss, scale, dt, steps, tokens_per_step) -> None:
         tok_s = tokens_per_step * steps / max(dt, 1e-9)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pgolf.config.base import need
 
 _CODECS = ("raw", "zstd", "brotli", "lzma", "rans")
+_VALUE_FILTERS = ("none", "shuffle2")
 
 
 def parse_bits(setting: str) -> tuple[float, float, float]:
@@ -67,12 +68,25 @@ class PackConfig:
     clip_search: bool = True
     clip_candidates: int = 12
     clip_min_ratio: float = 0.5
+    # How each row's clip is chosen: "search" (the least-error ratio above) or "sdclip"
+    # (leaderboard PR #1394): clip = k * std(row), no search. A wider clip leaves fewer levels
+    # in use, so the entropy-coded stream shrinks (bytes ~ bits - log2 k) at some error; k is
+    # the one knob trading size for error, independent of outliers.
+    clip_mode: Literal["search", "sdclip"] = "search"
+    # SDClip's k for block and other matrices (#1394: 12.85 at int6) ...
+    sdclip_k: float = 12.85
+    # ... and for embedding tables (#1394: 20 at int8; #1855: 14 at int7).
+    sdclip_embed_k: float = 20.0
     # Magnitude pruning of quantized matrices (exact zeros) when search is off.
     prune_fraction: float = 0.0
     # "global": one magnitude threshold over all matrices; "per_tensor": each loses the fraction.
     prune_scope: Literal["global", "per_tensor"] = "per_tensor"
     # Codecs tried on every integer value stream; the smallest output is kept per tensor.
     value_codecs: tuple[str, ...] = ("rans", "zstd")
+    # Filters tried with every value codec (the smallest codec x filter is kept per tensor):
+    # "shuffle2" is the leaderboard's byte shuffle before brotli-11 (#1394 onwards); it needs
+    # an even-length stream and is skipped on odd ones.
+    value_filters: tuple[str, ...] = ("none",)
     # Codecs tried on the float segments (scales, passthrough); the smallest is kept.
     float_codecs: tuple[str, ...] = ("zstd", "brotli", "lzma")
     # Budget search grid: "embed/attn/mlp" bit settings and pruning fractions. Fractional
@@ -106,6 +120,10 @@ class PackConfig:
     gptq_seq_len: int = 256
     gptq_damp: float = 0.01
     gptq_block: int = 128
+    # GPTQ also quantizes the output head (the tied embedding, else the untied head) against
+    # the Hessian of the final hidden states, as leaderboard PR #1394 does for its int8 and
+    # #1586 for its int7 embeddings. Needs GPTQ on (pack.gptq).
+    gptq_embed: bool = False
     # Seed for calibration sampling.
     seed: int = 0
 
@@ -122,12 +140,26 @@ class PackConfig:
         need(self.group_size >= 0, "group_size must be >= 0 (0 = per row)")
         need(self.clip_candidates >= 1, "clip_candidates must be >= 1")
         need(0 < self.clip_min_ratio <= 1, "clip_min_ratio must be in (0, 1]")
+        need(
+            self.clip_mode in ("search", "sdclip"),
+            f"clip_mode must be search or sdclip, got {self.clip_mode!r}",
+        )
+        need(self.sdclip_k > 0 and self.sdclip_embed_k > 0, "sdclip_k/sdclip_embed_k must be > 0")
         need(0 <= self.prune_fraction < 1, "prune_fraction must be in [0, 1)")
         for name in ("value_codecs", "float_codecs"):
             codecs = getattr(self, name)
             bad = [c for c in codecs if c not in _CODECS]
             need(codecs and not bad, f"{name} must be a non-empty subset of {_CODECS}")
         need("rans" not in self.float_codecs, "float_codecs: rans codes byte symbols, not floats")
+        bad = [f for f in self.value_filters if f not in _VALUE_FILTERS]
+        need(
+            self.value_filters and not bad,
+            f"value_filters must be a non-empty subset of {_VALUE_FILTERS}",
+        )
+        need(
+            not (self.gptq_embed and self.gptq == "off"),
+            "gptq_embed needs GPTQ: set pack.gptq=on or auto, or pack.gptq_embed=false",
+        )
         need(bool(self.search_bits), "search_bits must not be empty")
         for s in self.search_bits:
             parse_bits(s)
@@ -156,3 +188,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "gptq_seq_len": 64,
     },
 }
+
+# The April leaderboard's packing (PR #1855 and the PRs it stacks on). The budget search still
+# picks the bit widths; the embedding stays at 7 bits (#1586) in every setting of the grid.
+_RECORD: dict[str, Any] = {
+    "clip_mode": "sdclip",  # #1394
+    "sdclip_k": 12.85,  # #1394 MATRIX_CLIP_SIGMAS
+    "sdclip_embed_k": 14.0,  # #1855 EMBED_CLIP_SIGMAS at int7
+    "embed_bits": 7,  # #1586
+    "gptq_embed": True,  # #1394, #1586
+    "search_bits": (
+        "7/6/6",
+        "7/6/5.5",
+        "7/5.5/5.5",
+        "7/6/5",
+        "7/5.5/5",
+        "7/5/5",
+        "7/5/4",
+    ),
+    "value_codecs": ("rans", "zstd", "brotli"),  # brotli-11 after a byte shuffle: #1394
+    "value_filters": ("none", "shuffle2"),
+}
+PRESETS["record"] = dict(_RECORD)
+PRESETS["record-tiny"] = {**PRESETS["tiny"], **_RECORD}

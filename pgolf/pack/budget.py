@@ -75,7 +75,9 @@ def estimate(tensors: dict[str, torch.Tensor], cfg: PackConfig) -> tuple[list[Ro
     for name, bits in needed:
         w = mats[name]
         sample = _sample_rows(w, cfg.search_sample)
-        clip = Q.quantize(sample, bits, cfg.group_size, ratios).clip  # pruning keeps amax
+        clip = Q.fixed_clip(sample, classes[name], cfg)  # pruning keeps the grid
+        if clip is None:
+            clip = Q.quantize(sample, bits, cfg.group_size, ratios).clip
         mat = Q.as_matrix(w)
         groups = (mat.shape[1] // cfg.group_size) if cfg.group_size else 1
         scale_bytes = mat.shape[0] * groups * 2

@@ -29,16 +29,20 @@ def gptq_quantize(
     bits: float,
     group_size: int = 0,
     ratios: torch.Tensor | None = None,
+    clip: torch.Tensor | None = None,
     *,
     damp: float = 0.01,
     block: int = 128,
 ) -> Q.Quantized:
-    """GPTQ of a [rows, cols] matrix against input Hessian [cols, cols]; zeros stay zeros."""
+    """GPTQ of a [rows, cols] matrix against input Hessian [cols, cols]; zeros stay zeros.
+
+    The grid is ``clip`` when given (SDClip), else the clip search's on the weights.
+    """
     w = w.float()
     rows, cols = w.shape
     g = group_size or cols
     ratios = torch.ones(1) if ratios is None else ratios
-    rtn = Q.quantize(w, bits, group_size, ratios)  # the scales: clip search on the weights
+    rtn = Q.quantize(w, bits, group_size, ratios, clip=clip)
     scale = rtn.scales.float().reshape(rows, cols // g)
     pruned = w == 0
     hinv = _inverse_cholesky(hessian.double(), damp).float()
@@ -85,16 +89,17 @@ def make_quantizer(hessians: dict[str, torch.Tensor], cfg: PackConfig):
     """
     device = _device()
 
-    def quantizer(name, w, bits, group_size, ratios):
+    def quantizer(name, w, bits, group_size, ratios, clip=None):
         h = hessians.get(name)
         if h is None or h.shape[0] != w.shape[1]:
-            return Q.quantize(w, bits, group_size, ratios)
+            return Q.quantize(w, bits, group_size, ratios, clip=clip)
         qt = gptq_quantize(
             w.to(device),
             h.to(device),
             bits,
             group_size,
             ratios,
+            None if clip is None else clip.to(device),
             damp=cfg.gptq_damp,
             block=cfg.gptq_block,
         )
@@ -117,8 +122,12 @@ def sample_tokens(model, n: int, length: int, bos_id: int, seed: int) -> torch.T
 
 
 @torch.no_grad()
-def collect_hessians(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """H = sum over tokens of x x^T for the input x of every linear layer (float64)."""
+def collect_hessians(model, ids: torch.Tensor, *, head: bool = False) -> dict[str, torch.Tensor]:
+    """H = sum over tokens of x x^T for the input x of every linear layer (float64).
+
+    ``head`` adds the output head's: its input is the final hidden state, and with tied
+    embeddings the head *is* ``tok_emb.weight`` (the logits call no nn.Linear to hook).
+    """
     hessians: dict[str, torch.Tensor] = {}
     handles = []
     for name, mod in model.named_modules():
@@ -131,7 +140,12 @@ def collect_hessians(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
 
             handles.append(mod.register_forward_hook(hook))
     try:
-        model(ids)
+        if head:
+            x = model.hidden(ids)
+            x = x.reshape(-1, x.shape[-1]).double()
+            hessians["tok_emb.weight" if model.head is None else "head.weight"] = x.T @ x
+        else:
+            model(ids)
     finally:
         for h in handles:
             h.remove()
@@ -162,4 +176,5 @@ def calibrate(tensors: dict[str, torch.Tensor], model_cfg, cfg: PackConfig):
     """Hessians of every linear layer on sequences the checkpoint's model generates."""
     model = calibration_model(tensors, model_cfg)
     ids = sample_tokens(model, cfg.gptq_samples, cfg.gptq_seq_len, model_cfg.bos_id, cfg.seed)
-    return {k: v.cpu() for k, v in collect_hessians(model, ids).items()}
+    hessians = collect_hessians(model, ids, head=cfg.gptq_embed)
+    return {k: v.cpu() for k, v in hessians.items()}

@@ -68,10 +68,11 @@ def encode_tensors(
             continue
         bits = Q.class_bits(classes[name], cfg, setting)
         pruned_w, pruned = Q.prune(w.float(), thresholds[name])
+        clip = Q.fixed_clip(w, classes[name], cfg)  # of the unpruned rows: pruning keeps the grid
         if quantizer is not None and pruned_w.dim() == 2:
-            qt = quantizer(name, pruned_w, bits, cfg.group_size, ratios)
+            qt = quantizer(name, pruned_w, bits, cfg.group_size, ratios, clip)
         else:
-            qt = Q.quantize(pruned_w, bits, cfg.group_size, ratios)
+            qt = Q.quantize(pruned_w, bits, cfg.group_size, ratios, clip=clip)
         values, scales = schemes.encode_int(qt.q, qt.scales)
         err = Q.rel_sq_error(w, qt.dequantize())
         out.append(
@@ -109,12 +110,13 @@ def plan_and_compress(
     ints = [t for t in encoded if t.scales is not None]
     value_plan = [SegmentPlan("?", "none", ((t.name, "values"),)) for t in ints]
     value_raws, _ = layout(encoded, value_plan)
-    trials = {c: _compress_all(value_raws, c) for c in cfg.value_codecs}
+    trials = _value_trials(value_raws, cfg)
     plan, blobs = [], []
     for i, seg in enumerate(value_plan):
-        codec = min(cfg.value_codecs, key=lambda c: (len(trials[c][i]), c))
-        plan.append(dataclasses.replace(seg, codec=codec))
-        blobs.append(trials[codec][i])
+        tried = [(len(blob), codec, filt, blob) for (codec, filt), blob in trials[i].items()]
+        _, codec, filt, blob = min(tried, key=lambda t: t[:3])
+        plan.append(dataclasses.replace(seg, codec=codec, filter=filt))
+        blobs.append(blob)
     groups = {2: [], 4: []}  # element width -> members of that float segment
     for t in encoded:
         if t.scales is not None:
@@ -128,6 +130,19 @@ def plan_and_compress(
             blobs.append(blob)
     raws, refs = layout(encoded, plan)
     return plan, raws, blobs, refs
+
+
+def _value_trials(raws: list[bytes], cfg: PackConfig) -> list[dict[tuple[str, str], bytes]]:
+    """Every segment compressed with every value codec x filter it admits (shuffle2 needs an
+    even length: a filter regroups whole 2-byte elements)."""
+    out: list[dict[tuple[str, str], bytes]] = [{} for _ in raws]
+    for filt in cfg.value_filters:
+        idx = [i for i, r in enumerate(raws) if filt == "none" or len(r) % 2 == 0]
+        filtered = [codecs.apply_filter(filt, raws[i]) for i in idx]
+        for codec in cfg.value_codecs:
+            for i, blob in zip(idx, _compress_all(filtered, codec), strict=True):
+                out[i][(codec, filt)] = blob
+    return out
 
 
 def _compress_all(raws: list[bytes], codec: str) -> list[bytes]:

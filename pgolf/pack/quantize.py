@@ -108,6 +108,34 @@ def as_matrix(w: torch.Tensor) -> torch.Tensor:
     return w.reshape(w.shape[0], -1) if w.dim() >= 2 else w.reshape(1, -1)
 
 
+def _grouped(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the [rows, cols] matrix, its [rows * groups, group] view) in float32."""
+    mat = as_matrix(w.float())
+    g = group_size or mat.shape[1]
+    if g and mat.shape[1] % g:
+        raise ValueError(f"group_size {group_size} does not divide the row length {mat.shape[1]}")
+    return mat, (mat.reshape(-1, g).contiguous() if g else mat)
+
+
+def sd_clip(w: torch.Tensor, group_size: int, k: float) -> torch.Tensor:
+    """SDClip: k * std of each row (or group), the clip leaderboard PR #1394 uses.
+
+    Scale-invariant and independent of single outliers, so a row's byte cost follows k alone
+    (about bits - log2 k per weight after entropy coding). Unbiased std, as in the PR.
+    """
+    _, x = _grouped(w, group_size)
+    if not x.numel():
+        return torch.zeros(x.shape[0])
+    return (k * x.std(dim=1)).nan_to_num(0.0)  # 1-element groups have no spread
+
+
+def fixed_clip(w: torch.Tensor, cls: str, cfg: PackConfig) -> torch.Tensor | None:
+    """The clip ``cfg.clip_mode`` fixes for a tensor of class ``cls``; None = search it."""
+    if cfg.clip_mode != "sdclip":
+        return None
+    return sd_clip(w, cfg.group_size, cfg.sdclip_embed_k if cls == "embed" else cfg.sdclip_k)
+
+
 def clip_ratios(cfg: PackConfig) -> torch.Tensor:
     if not cfg.clip_search or cfg.clip_candidates == 1:
         return torch.ones(1)
@@ -125,11 +153,7 @@ def quantize(
 
     ``clip`` (one value per row/group) skips the search, e.g. to reuse an earlier choice.
     """
-    mat = as_matrix(w.float())
-    g = group_size or mat.shape[1]
-    if g and mat.shape[1] % g:
-        raise ValueError(f"group_size {group_size} does not divide the row length {mat.shape[1]}")
-    x = mat.reshape(-1, g).contiguous() if g else mat
+    mat, x = _grouped(w, group_size)
     amax = x.abs().amax(dim=1) if x.numel() else torch.zeros(x.shape[0])
     best_clip = amax if clip is None else clip
     if clip is None and len(ratios) > 1 and x.numel():

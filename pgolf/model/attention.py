@@ -1,4 +1,4 @@
-"""Causal self-attention: kernel selection, partial RoPE, QK-norm, per-head q gain and XSA.
+"""Causal self-attention: kernels, partial RoPE, QK-norm, per-head q gain, XSA, output gate.
 
 Kernel choice happens in Python when a forward is traced, never at import time and never
 with CUDA work, so the evaluator and the trainer share one model and one rule:
@@ -213,6 +213,15 @@ class CausalSelfAttention(nn.Module):
             Rotary(cfg.rope_dims, cfg.rope_base, cfg.train_seq_len) if cfg.rope_dims else None
         )
         self.use_xsa = layer >= cfg.num_layers - cfg.xsa_last_n
+        # Sparse attention-output gate (PR #1787): heads x window weights, zero init (each
+        # head starts at sigmoid(0) = 0.5). A plain parameter, not a CastedLinear, so QAT,
+        # FP8 and the packer treat it as the small control tensor it is.
+        self.gate_window, self.gate_scale = cfg.attn_gate_window, cfg.attn_gate_scale
+        self.gate_w = (
+            nn.Parameter(torch.zeros(cfg.num_heads, cfg.attn_gate_window))
+            if cfg.attn_out_gate
+            else None
+        )
         # Resolved now (an import probe, no CUDA work) so the traced forward only reads a
         # dict: torch.compile(fullgraph=True) cannot trace importlib.
         self.backend_name = cfg.attention_backend
@@ -246,7 +255,14 @@ class CausalSelfAttention(nn.Module):
         y = attend(q, k, v, self._backend(x.device.type))
         if self.use_xsa:
             y = exclusive_self_attention(y, v)
+        if self.gate_w is not None:
+            y = y * self.output_gate(x)[..., None]
         return self.proj(y.reshape(b, t, self.num_heads * self.head_dim))
+
+    def output_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,T,H] per-head gate from the first ``gate_window`` dims of the block input."""
+        logits = F.linear(x[..., : self.gate_window], self.gate_w.to(x.dtype))
+        return torch.sigmoid(self.gate_scale * logits)
 
     def _backend(self, device_type: str) -> str:
         key = "cuda" if device_type == "cuda" else "cpu"

@@ -77,6 +77,10 @@ def test_wrong_tokenizer_for_the_shards_is_refused_by_train_and_eval(demo, other
     res = invoke("eval", demo.parent / "missing.pgolf", "--data", demo,
                  "--tokenizer", other_tokenizer, "--preset", "tiny")  # fmt: skip
     refused(res, "sha256", "manifest.json")
+    # pgolf run sees it before its first stage.
+    res = invoke("run", "--out", run, "--data", demo, "--tokenizer", other_tokenizer)
+    refused(res, "sha256", "manifest.json")
+    assert not run.exists()
 
 
 def _null_sha_artifact(path: Path) -> Path:
@@ -177,6 +181,11 @@ def test_train_refuses_a_finished_run_dir_without_resume(tmp_path, demo):
     assert snapshot(run) == before
 
 
+def _pack(run: Path, artifact: Path) -> object:
+    return invoke("pack", run, "-o", artifact, "--preset", "tiny", "--set", "pack.code_bytes=0",
+                  "--set", "pack.search=false", "--no-progress")  # fmt: skip
+
+
 def test_unpack_refuses_to_replace_a_trained_checkpoint(tmp_path):
     run = _trained_run_dir(tmp_path / "run")
     before = snapshot(run)
@@ -184,6 +193,12 @@ def test_unpack_refuses_to_replace_a_trained_checkpoint(tmp_path):
     res = invoke("unpack", tmp_path / "missing.pgolf", "-o", run)
     refused(res, "checkpoint.safetensors", "not from an earlier unpack", "new folder")
     assert snapshot(run) == before
+    # An earlier unpack is ours to replace.
+    art = tmp_path / "a.pgolf"
+    assert _pack(run, art).exit_code == 0
+    for _ in range(2):
+        res = invoke("unpack", art, "-o", tmp_path / "unpacked")
+        assert res.exit_code == 0, res.output
 
 
 def test_empty_val_split_is_refused_before_training(tmp_path, demo):
@@ -219,9 +234,7 @@ def test_killed_writers_temp_files_are_swept_by_the_next_pack(tmp_path):
     foreign = out / ".artifact.pgolf.someone-else.tmp"  # not our naming: never touched
     for p in (live, foreign):
         p.write_bytes(b"not ours to delete")
-    run = _trained_run_dir(tmp_path / "run")
-    res = invoke("pack", run, "-o", out / "artifact.pgolf", "--preset", "tiny",
-                 "--set", "pack.code_bytes=0", "--set", "pack.search=false", "--no-progress")  # fmt: skip
+    res = _pack(_trained_run_dir(tmp_path / "run"), out / "artifact.pgolf")
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["artifact.pgolf", "artifact.pgolf.config.json", live.name, foreign.name]

@@ -66,10 +66,12 @@ def run(
     """Run the whole pipeline. With no arguments on a CPU machine: the tiny demo (< 5 min)."""
     import torch
 
+    from pgolf.data.recorded import check_tokenizer_for_data
     from pgolf.pipeline.runner import run_pipeline
 
     check_output_dir(out, "the run folder (--out)")
-
+    if data_dir is not None and tokenizer is not None:
+        check_tokenizer_for_data(data_dir, tokenizer)  # else only the train stage would see it
     if gpus is None:
         gpus = max(1, torch.cuda.device_count())
     if ctx.get_parameter_source("preset") is click.core.ParameterSource.DEFAULT:

@@ -253,8 +253,8 @@ def trained(tmp_path_factory):
     data, tok = build_dataset(root, n_train_docs=300, n_val_docs=20)
     from pgolf.train.loop import train
 
-    run = dataclasses.replace(resolve("tiny"), model=RECORD_TINY, preset="record-tiny")
-    run = run.with_overrides(
+    run = resolve(
+        "record-tiny",
         [
             "train.max_steps=8",
             "train.train_seconds=1e6",
@@ -264,7 +264,7 @@ def trained(tmp_path_factory):
             "train.val_every_steps=0",
             "train.val_tokens=2048",
             "train.final_val_tokens=2048",
-        ]
+        ],
     )
     out = root / "run"
     summary = train(run, data, tok, out)
@@ -287,14 +287,14 @@ def test_record_tiny_round_trips_through_pack_and_eval(trained, tmp_path):
 
     data, tok, out, _ = trained
     art = tmp_path / "record-tiny.pgolf"
-    pack_cfg = dataclasses.replace(resolve("tiny").pack, code_bytes=0, search=False, gptq="off")
+    pack_cfg = dataclasses.replace(resolve("record-tiny").pack, code_bytes=0, search=False)
     pack_checkpoint(out, art, pack_cfg, tokenizer=tok, progress=False)
     loaded = load_artifact(art)
     assert loaded.model_config == RECORD_TINY
     model = build_model(loaded)
     assert model.recurrence_active and model.recur_order == (0, 1, 2, 1, 2, 1, 2, 3)
     ev = dataclasses.replace(
-        resolve("tiny").eval, window=64, stride=32, device="cpu", ttt="none", compile=False
+        resolve("record-tiny").eval, window=64, stride=32, device="cpu", ttt="none", compile=False
     )
     packed = evaluate_artifact(art, data, tok, ev, max_tokens=4096)
     full = evaluate_artifact(out, data, tok, ev, max_tokens=4096)

@@ -100,11 +100,12 @@ class ModelConfig:
     # checkpoint names, Muon shapes and packer classes stay separate): one larger matmul
     # instead of three small ones in forward and backward. Same math up to bf16 rounding.
     fused_qkv: bool = True
-    # Attention kernel: "auto" picks FA3 > FA2 > SDPA (cuDNN first) at run time; "sdpa_cudnn"
-    # forces cuDNN (KV expanded), "sdpa_flash" SDPA's flash kernel, "math" the reference.
-    attention_backend: Literal["auto", "fa3", "fa2", "sdpa", "sdpa_cudnn", "sdpa_flash", "math"] = (
-        "auto"
-    )
+    # Attention kernel: "auto" picks FA4 (Hopper+) > FA3 > FA2 > SDPA (cuDNN first) at run
+    # time; "sdpa_cudnn" forces cuDNN (KV expanded), "sdpa_flash" SDPA's flash kernel, "math"
+    # the reference.
+    attention_backend: Literal[
+        "auto", "fa4", "fa3", "fa2", "sdpa", "sdpa_cudnn", "sdpa_flash", "math"
+    ] = "auto"
 
     def __post_init__(self) -> None:
         check_model(self)  # types and upper bounds first: the rules below assume them

@@ -32,6 +32,8 @@ from pgolf.config import RunConfig
 REF_GPUS = 8
 REF_SECONDS = 600.0
 REF_BATCH_TOKENS = 786_432
+# Presets sized for the reference run; the small ones (tiny, record-tiny) set their own knobs.
+FULL_SIZE_PRESETS = ("default", "record")
 
 
 def compute_share(gpus: int, train_seconds: float) -> float:
@@ -52,12 +54,12 @@ MIN_EMA_DECAY = 0.5
 def scaling_overrides(cfg: RunConfig, *, nproc: int, train_seconds: float | None) -> list[str]:
     """``section.key=value`` overrides that scale the default recipe to this run.
 
-    Only the ``default`` preset follows the rule: other presets (``tiny``) already set
-    their own small-run knobs.
+    Only the full-size presets (``FULL_SIZE_PRESETS``) follow the rule: the small ones
+    (``tiny``, ``record-tiny``) already set their own small-run knobs.
     """
     seconds = cfg.train.train_seconds if train_seconds is None else train_seconds
     overrides = [f"train.train_seconds={seconds:g}"]
-    if cfg.preset != "default":
+    if cfg.preset not in FULL_SIZE_PRESETS:
         return overrides
     share = compute_share(nproc, seconds)
     batch = scaled_batch(cfg, nproc, share)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Training speed of the default model on one GPU, per attention backend (bench, not a test).
+"""Training speed of a preset's model (default: `default`) on one GPU, per attention backend.
 
     python3 bench/train_speed.py                       # all backends, record batch
     python3 bench/train_speed.py --backends sdpa --micro 48 --steps 8
@@ -118,7 +118,7 @@ def dump_kernel_sources(names: list[str], dump_dir: str) -> None:
 
 
 def time_backend(name: str, args) -> dict:
-    cfg = resolve("default", args.overrides)
+    cfg = resolve(args.preset, args.overrides)
     mcfg = dataclasses.replace(cfg.model, attention_backend=name)
     tc = dataclasses.replace(cfg.train, micro_batch_seqs=args.micro)
     set_mix_order_reduction(tc.inductor_mix_order_reduction)  # as the trainer does
@@ -126,6 +126,7 @@ def time_backend(name: str, args) -> dict:
     torch.manual_seed(0)
     torch.cuda.reset_peak_memory_stats()
     model = GPT(mcfg).cuda()
+    model.set_recurrence(mcfg.recurrence)  # the steady state after recur_after_frac
     if tc.fp8_matmuls:  # as the trainer does
         model.set_block_matmul(fp8_linear)
     fwd = (
@@ -140,6 +141,8 @@ def time_backend(name: str, args) -> dict:
         weight_decay=tc.muon_weight_decay,
         nesterov=True,
         ns_steps=tc.muon_ns_steps,
+        ns_coeffs=tc.muon_ns_coeffs,
+        row_eq=tc.muon_row_eq,
         compile=args.compile,
     )
     adam = torch.optim.AdamW(
@@ -221,6 +224,7 @@ def set_inductor_option(item: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--backends", default="", help="comma list (default: all available but math)")
+    ap.add_argument("--preset", default="default", help="config preset (default, record)")
     ap.add_argument("--micro", type=int, default=24, help="sequences per micro-batch")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)

@@ -300,3 +300,17 @@ def test_record_tiny_round_trips_through_pack_and_eval(trained, tmp_path):
     full = evaluate_artifact(out, data, tok, ev, max_tokens=4096)
     assert 0 < full["val_bpb"] < 4.0
     assert abs(packed["val_bpb"] - full["val_bpb"]) < 0.05
+
+
+def test_flops_per_token_count_every_recurrent_block_run():
+    from pgolf.model import train_flops_per_token
+
+    cfg = resolve("record-tiny").model
+    model = GPT(cfg)
+    on = train_flops_per_token(model, 128)
+    model.set_recurrence(False)
+    off = train_flops_per_token(model, 128)
+    extra = len(model.recur_order) - cfg.num_layers
+    block = sum(p.numel() for p in model.blocks[0].parameters() if p.dim() == 2)
+    assert extra > 0
+    assert on - off == 6.0 * extra * (block + cfg.num_heads * cfg.head_dim * 128)

@@ -234,5 +234,8 @@ def train_flops_per_token(model: GPT, seq_len: int) -> float:
     causal mean context of T/2, so 2·T·h·d; fwd+bwd triples it.
     """
     cfg = model.cfg
-    attn = 6 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
-    return 6.0 * matmul_params(model) + attn
+    # Depth recurrence runs some blocks more than once per token: count every run.
+    runs = len(model.recur_order if model.recurrence_active else model.plain_order)
+    block = sum(p.numel() for n, p in model.blocks[0].named_parameters() if p.dim() == 2)
+    attn = 6 * runs * cfg.num_heads * cfg.head_dim * seq_len
+    return 6.0 * (matmul_params(model) + (runs - cfg.num_layers) * block) + attn

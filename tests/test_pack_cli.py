@@ -92,9 +92,11 @@ def test_inspect_code_bytes_is_the_exported_script() -> None:
 
 
 def test_code_bytes_override_and_measure() -> None:
+    from pgolf.pack.api import code_bytes_for
+
     run = resolve("tiny")
-    assert codebytes.code_bytes(resolve("tiny", ["pack.code_bytes=123"])) == 123
-    assert codebytes.code_bytes(run) == codebytes.measure(run).shipped_bytes
+    assert code_bytes_for(resolve("tiny", ["pack.code_bytes=123"]).pack, run) == 123
+    assert code_bytes_for(run.pack, run) == codebytes.measure(run).shipped_bytes
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "magic", "empty"])

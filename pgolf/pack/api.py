@@ -34,10 +34,11 @@ def sidecar_path(artifact: str | Path) -> Path:
 
 def code_bytes_for(cfg: PackConfig, run: RunConfig | None = None) -> int:
     """Counted code: the override, or the size of the train_gpt.py exported for ``run``."""
+    if cfg.code_bytes >= 0:  # the exported script passes its own size: nothing to generate
+        return cfg.code_bytes
     from pgolf.pack import codebytes
 
-    run = dataclasses.replace(run or RunConfig(), pack=cfg)
-    return codebytes.code_bytes(run)
+    return codebytes.measure(dataclasses.replace(run or RunConfig(), pack=cfg)).shipped_bytes
 
 
 def tokenizer_for(info: dict[str, Any], run: RunConfig, path: str | Path | None) -> dict:

@@ -2,7 +2,8 @@
 
 The challenge counts the one script that trains, packs and evaluates, so the packer's
 budget holds exactly that file: pgolf.export.bundle generates it in memory for the config
-(cached per config) and we take its length.
+(cached per config) and we take its length; ``pack.code_bytes >= 0`` overrides it
+(pgolf.pack.api.code_bytes_for).
 """
 
 from __future__ import annotations
@@ -15,10 +16,3 @@ def measure(run: RunConfig):
     from pgolf.export.bundle import build_script
 
     return build_script(run)
-
-
-def code_bytes(run: RunConfig) -> int:
-    """``run.pack.code_bytes`` when set (>= 0), else the exported script's real size."""
-    if run.pack.code_bytes >= 0:
-        return run.pack.code_bytes
-    return measure(run).shipped_bytes

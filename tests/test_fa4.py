@@ -144,3 +144,25 @@ def test_fa4_is_simply_unavailable_without_the_package():
     # as "not available", or building any model on a CUDA-less machine would fail.
     attention._flash_available.cache_clear()
     assert attention._flash_available("no_such_pkg_xyz.cute") is False
+
+
+def test_mixed_dtypes_under_autocast_reach_the_kernel_in_autocast_dtype(reference_kernels):
+    # In the model, under bf16 autocast, q/k leave rms_norm in fp32 and v can be fp32 after
+    # the value-embedding add; the flash kernels take one half dtype only.
+    seen = []
+    inner = fa4.KERNELS["fwd"]
+
+    def fwd(q, k, v):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return inner(q, k, v)
+
+    fa4.KERNELS["fwd"] = fwd
+    q, k, v = _qkv()
+    compiled = torch.compile(attention.attend, fullgraph=True, backend="aot_eager")
+    for fn in (attention.attend, compiled):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = fn(q, k.bfloat16(), v, "fa4")
+        assert y.dtype == torch.bfloat16
+    assert seen == [(torch.bfloat16,) * 3] * 2
+    attention.attend(q, k, v, "fa4")  # fp32 without autocast: SDPA, not the kernel
+    assert len(seen) == 2

@@ -108,11 +108,29 @@ _SDPA_LISTS = {
 }
 
 _HALF_ONLY = ("fa4", "fa3", "fa2", "sdpa_cudnn", "sdpa_flash")
+_FLASH = ("fa4", "fa3", "fa2")
+
+
+def _kernel_dtype(q: torch.Tensor) -> torch.dtype | None:
+    """The half dtype a FlashAttention kernel runs in: autocast's if on, else q's; None if
+    neither is half (fp32 forwards such as GPTQ calibration then take SDPA's fp32 kernels)."""
+    device = q.device.type
+    on = torch.is_autocast_enabled(device)
+    dtype = torch.get_autocast_dtype(device) if on else q.dtype
+    return dtype if dtype in (torch.float16, torch.bfloat16) else None
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
     """Causal attention with GQA; ``backend`` is a concrete name from ``resolve_backend``."""
-    if q.dtype == torch.float32 and backend in _HALF_ONLY:
+    if backend in _FLASH:
+        # Not autocast-aware (SDPA is): run them in autocast's dtype. Under bf16 autocast q/k
+        # can still be fp32 (rms_norm is an fp32 op) and v too (the fp32 value-embedding add).
+        dtype = _kernel_dtype(q)
+        if dtype is None:
+            backend = "sdpa"
+        else:
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    elif q.dtype == torch.float32 and backend in _HALF_ONLY:
         # These kernels take only fp16/bf16; fp32 forwards (GPTQ calibration, eval without
         # autocast) use SDPA's own choice, which has fp32 kernels.
         backend = "sdpa"

@@ -218,7 +218,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_every_steps": 25,
         "val_tokens": 16_384,
         "log_every_steps": 5,
-        "checkpoint_every_steps": 0,
+        # With the periodic validation: a killed demo run resumes from its last 25 steps
+        # (a loaded 2-core machine runs only a few dozen in the 30 s).
+        "checkpoint_every_steps": 25,
         "val_batch_seqs": 32,
     },
 }

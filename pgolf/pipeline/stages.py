@@ -96,11 +96,22 @@ def run_stage(
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         assert proc.stdout is not None
-        for line in _lines_with_heartbeat(proc.stdout, stage.name, start, heartbeat_s):
-            sys.stdout.write(line)
-            log.write(line)
-            log.flush()
-            tail.append(line)
+        try:
+            for line in _lines_with_heartbeat(proc.stdout, stage.name, start, heartbeat_s):
+                sys.stdout.write(line)
+                log.write(line)
+                log.flush()
+                tail.append(line)
+        except BaseException:
+            # Ctrl-C or an error here must not leave the stage (a training job holding
+            # GPUs) running without us; a re-run resumes from its last checkpoint.
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
         code = proc.wait()
     seconds = time.perf_counter() - start
     missing = [str(p) for p in stage.outputs if not p.exists()]

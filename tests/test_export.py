@@ -153,7 +153,10 @@ def test_exported_script_runs_without_pgolf_and_matches_pgolf_eval(tiny_run, rec
     artifact = work / "final_model.pgolf"
     header, _ = read_header(artifact)
     assert header.meta["code_bytes"] == size
-    eval_set = [f"eval.{k}={v}" for k, v in header.meta["config"]["eval"].items()]
+    eval_set = [
+        f"eval.{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in header.meta["config"]["eval"].items()
+    ]
     report = tmp_path / "eval.json"
     res = subprocess.run(
         [

@@ -4,7 +4,9 @@
 #
 # Here, once (needs pip's index and ../shared):
 #   bash bench/gpu_carry.sh prepare
-#     .whl/       the small wheels, ~16 MB (pinned as measured: see pyproject's `gpu` extra)
+#     .whl/       the small wheels, ~16 MB (pinned as measured: see pyproject's `gpu` extra), and
+#                 pgolf's own dependencies the device image lacks (zstandard, brotli,
+#                 python-minifier: without it `pgolf pack` cannot measure the counted code)
 #     .whl_cu13/  nvidia-cutlass-dsl-libs-cu13 4.8.1: a 92 MB wheel, too big for one call; its
 #                 files re-packed as tar.xz are 62 MB and travel alone
 #     .carry/     bench-300's text (../shared/bench/make_carry.sh, 58 MB) and the tokenizers
@@ -30,7 +32,7 @@ prepare() {
   download .whl flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==4.8.1 \
     nvidia-cutlass-dsl-libs-base==4.8.1 nvidia-cutlass-dsl-libs-core==4.8.1 \
     quack-kernels==0.6.5 apache-tvm-ffi==0.1.15.post2 torch-c-dlpack-ext==0.1.5 \
-    einops==0.8.2 liger-kernel==0.8.5 zstandard brotli
+    einops==0.8.2 liger-kernel==0.8.5 zstandard brotli python-minifier==3.4.0
   mkdir -p .whl_cu13 /tmp/cu13
   download /tmp/cu13 nvidia-cutlass-dsl-libs-cu13==4.8.1
   rm -rf /tmp/cu13/x && mkdir /tmp/cu13/x

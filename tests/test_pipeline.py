@@ -197,6 +197,8 @@ def test_first_run_summary_figures(pipeline_runs):
     docs = first["json"]
     summary, pack = docs["summary.json"], docs["pack.json"]
     assert summary["preset"] == "tiny"
+    assert (summary["gpus"], summary["device"]) == (1, "cpu")
+    assert summary["ttt_mode"] == "two-phase"  # tiny's own eval.ttt, evaluated by default
     assert summary["val_bpb_postpack"] == docs["eval_none.json"]["val_bpb"]
     assert summary["val_bpb_ttt"] == docs["eval_two-phase.json"]["val_bpb"]
     assert summary["artifact_bytes"] == first["files"]["artifact.pgolf"][0]
@@ -215,7 +217,7 @@ def test_first_run_summary_figures(pipeline_runs):
 def test_first_run_summary_markdown(pipeline_runs):
     first = _step(pipeline_runs, "first")
     summary, md = first["json"]["summary.json"], first["summary_md"]
-    assert md.startswith("# pgolf run (tiny)")
+    assert md.startswith("# pgolf run (tiny, 1 × cpu)")
     assert f"{summary['val_bpb_postpack']:.4f}" in md
     assert f"{summary['val_bpb_ttt']:.4f}" in md
     assert f"{summary['total_bytes']:,}" in md
@@ -360,7 +362,7 @@ def dry_runner(monkeypatch):
     """run_pipeline with every stage and the summary stubbed out: config logic only."""
     ran: list[str] = []
     monkeypatch.setattr(runner, "_run", lambda out, stage: ran.append(stage.name))
-    monkeypatch.setattr(runner, "write_summary", lambda out, config, modes: {})
+    monkeypatch.setattr(runner, "write_summary", lambda out, config, modes, gpus: {})
     monkeypatch.setattr(plan, "resolve_tokenizer", lambda p: p.out / "data" / "tok.model")
 
     def call(out: Path, *, overrides=(), redo=(), nproc=1, seconds=None, preset="default"):

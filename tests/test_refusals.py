@@ -124,7 +124,7 @@ def stubbed_pipeline(monkeypatch):
     from pgolf.pipeline import plan, runner
 
     monkeypatch.setattr(runner, "_run", lambda out, stage: None)
-    monkeypatch.setattr(runner, "write_summary", lambda out, config, modes: {})
+    monkeypatch.setattr(runner, "write_summary", lambda out, config, modes, gpus: {})
     monkeypatch.setattr(plan, "resolve_tokenizer", lambda p: p.tokenizer or p.out / "tok.model")
 
 
@@ -308,4 +308,17 @@ def test_bad_values_are_refused_before_any_stage(tmp_path, demo):
         refused(res, "train.train_seconds", "finite")
     refused(invoke("run", "--out", out, "--set", "eval.ttt_phase2_lr=nan"), "finite")
     refused(invoke("run", "--out", out, "--train-seconds", "inf"), "finite")
+    assert not out.exists()
+
+
+def test_missing_inputs_are_refused_before_any_stage(tmp_path, demo):
+    out = tmp_path / "run"
+    for args in (
+        ("--input", tmp_path / "missing.jsonl"),
+        ("--data", tmp_path / "no_such_dir"),
+        ("--data", demo, "--tokenizer", tmp_path / "missing.model"),
+    ):
+        res = invoke("run", "--out", out, *args)
+        assert res.exit_code == 2 and "does not exist" in res.output, res.output
+        assert "Traceback" not in res.output
     assert not out.exists()

@@ -18,17 +18,18 @@ from pgolf.config.eval import TTT_MODES
     "--input",
     "inputs",
     multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
     help="Text files (.txt/.jsonl/.jsonl.zst/.jsonl.xz); none = embedded demo corpus.",
 )
 @click.option(
     "--data",
     "data_dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Existing shard folder instead of building one.",
 )
 @click.option(
     "--tokenizer",
-    type=click.Path(path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="SentencePiece model (default: train one on the input).",
 )
 @click.option(
@@ -48,9 +49,7 @@ from pgolf.config.eval import TTT_MODES
     "ttt_modes",
     type=click.Choice(TTT_MODES),
     multiple=True,
-    default=("none", "two-phase"),
-    show_default=True,
-    help="TTT modes to evaluate the artifact with.",
+    help="TTT modes to evaluate the artifact with (default: none and the config's eval.ttt).",
 )
 @click.option(
     "--redo",

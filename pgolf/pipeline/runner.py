@@ -59,6 +59,8 @@ def run_pipeline(
     # User overrides win over the scaling rule: they come last.
     all_overrides = (*scaled, *overrides)
     config = resolve(preset, all_overrides)
+    # Without --ttt: the artifact without TTT, then with the recipe's own TTT mode.
+    ttt_modes = ttt_modes or tuple(dict.fromkeys(("none", config.eval.ttt)))
     out.mkdir(parents=True, exist_ok=True)
     p = plan.PipelineInputs(
         out=out,
@@ -86,7 +88,7 @@ def run_pipeline(
     _run(out, plan.train_stage(p, cfg_args, tok))
     _run(out, plan.pack_stage(p, cfg_args, tok))
     _run(out, plan.eval_stage(p, cfg_args, tok))
-    return write_summary(out, config, ttt_modes)
+    return write_summary(out, config, ttt_modes, nproc)
 
 
 def _run(out: Path, stage) -> None:

@@ -58,7 +58,15 @@ def _eval_facts(out: Path, ttt_modes: tuple[str, ...]) -> dict[str, Any]:
     return facts
 
 
-def summarize(out: Path, config: RunConfig, ttt_modes: tuple[str, ...]) -> dict[str, Any]:
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def summarize(
+    out: Path, config: RunConfig, ttt_modes: tuple[str, ...], gpus: int = 1
+) -> dict[str, Any]:
     artifact = out / "artifact.pgolf"
     stages = {}
     for name in ("data", "train", "pack", "eval"):
@@ -67,8 +75,12 @@ def summarize(out: Path, config: RunConfig, ttt_modes: tuple[str, ...]) -> dict[
             stages[name] = record["wall_s"]
     evals = _eval_facts(out, ttt_modes)
     pack = json.loads((out / "pack.json").read_text()) if (out / "pack.json").is_file() else None
+    # The TTT figure is the first mode that adapts (the recipe's own unless --ttt chose).
+    ttt_mode = next((m for m in ttt_modes if m != "none"), None)
     summary: dict[str, Any] = {
         "preset": config.preset,
+        "gpus": gpus,
+        "device": _device_name(),
         "train": _train_facts(out / "train"),
         "artifact_bytes": artifact.stat().st_size if artifact.is_file() else None,
         "pack": pack,
@@ -76,7 +88,8 @@ def summarize(out: Path, config: RunConfig, ttt_modes: tuple[str, ...]) -> dict[
         "total_bytes": pack.get("total_bytes") if pack else None,
         "eval": evals,
         "val_bpb_postpack": evals.get("none", {}).get("val_bpb"),
-        "val_bpb_ttt": evals.get("two-phase", {}).get("val_bpb"),
+        "ttt_mode": ttt_mode,
+        "val_bpb_ttt": evals.get(ttt_mode, {}).get("val_bpb"),
         "stage_wall_s": stages,
         "total_wall_s": round(sum(stages.values()), 3),
     }
@@ -90,13 +103,13 @@ def markdown(summary: dict[str, Any]) -> str:
         return "—" if value is None else format(value, spec)
 
     lines = [
-        f"# pgolf run ({summary['preset']})",
+        f"# pgolf run ({summary['preset']}, {summary['gpus']} × {summary['device']})",
         "",
         "| figure | value |",
         "|---|---|",
         f"| val_bpb before packing (averaged weights, plain) | {fmt(t.get('val_bpb_prequant'), '.4f')} |",
         f"| val_bpb after pack round trip (sliding, no TTT) | {fmt(summary['val_bpb_postpack'], '.4f')} |",
-        f"| val_bpb after score-first two-phase TTT | {fmt(summary['val_bpb_ttt'], '.4f')} |",
+        f"| val_bpb after score-first TTT ({summary['ttt_mode']}) | {fmt(summary['val_bpb_ttt'], '.4f')} |",
         f"| artifact bytes (weights) | {fmt(summary['artifact_bytes'], ',')} |",
         f"| total bytes (weights + counted code; cap 16,000,000) | {fmt(summary['total_bytes'], ',')} |",
         f"| training steps | {fmt(t.get('steps'))} |",
@@ -111,8 +124,10 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(out: Path, config: RunConfig, ttt_modes: tuple[str, ...]) -> dict[str, Any]:
-    summary = summarize(out, config, ttt_modes)
+def write_summary(
+    out: Path, config: RunConfig, ttt_modes: tuple[str, ...], gpus: int = 1
+) -> dict[str, Any]:
+    summary = summarize(out, config, ttt_modes, gpus)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / "summary.md", markdown(summary))
     print("summary " + json.dumps(summary), flush=True)

@@ -11,6 +11,7 @@ from pgolf.config import resolve
 from pgolf.config.pack import PackConfig
 from pgolf.errors import ConfigError
 from pgolf.format import codecs, grid, load_artifact, read_header
+from pgolf.model import GPT
 from pgolf.pack import gptq
 from pgolf.pack import quantize as Q
 from pgolf.pack.packer import pack_state
@@ -168,8 +169,12 @@ def test_config_defaults_presets_and_validation() -> None:
     assert (r.clip_mode, r.gptq_embed, r.embed_bits) == ("sdclip", True, 7)
     assert all(b.startswith("7/") for b in r.search_bits)
     assert "brotli" in r.value_codecs and "shuffle2" in r.value_filters
-    rt, t = resolve("record-tiny").pack, resolve("tiny").pack
-    assert (rt.control_max_numel, rt.clip_mode) == (t.control_max_numel, "sdclip")
+    rt = resolve("record-tiny").pack
+    assert rt.clip_mode == "sdclip"
+    for name in ("record", "record-tiny"):  # the recurrent U-Net skip weights stay control
+        cfg = resolve(name)
+        skips = GPT(dataclasses.replace(cfg.model, attention_backend="math")).skip_weights
+        assert Q.classify("skip_weights", skips.detach(), cfg.pack) == "control"
     with pytest.raises(ConfigError, match="clip_mode"):
         resolve("tiny", ["pack.clip_mode=amax"])
     with pytest.raises(ConfigError, match="sdclip_k"):

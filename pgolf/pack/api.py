@@ -19,7 +19,8 @@ from pgolf.config import RunConfig, from_json
 from pgolf.config.base import to_dict
 from pgolf.config.pack import PackConfig, format_bits
 from pgolf.errors import PgolfError
-from pgolf.format import load_artifact, read_header
+from pgolf.eval.load import read_container
+from pgolf.format import read_header
 from pgolf.format.reader import tokenizer_identity
 from pgolf.io import atomic_write_bytes, atomic_write_text
 from pgolf.logs import Logger
@@ -155,7 +156,7 @@ def pgolf_version() -> str:
 
 def unpack_artifact(artifact: str | Path, out_dir: str | Path) -> Path:
     """Dequantized checkpoint.safetensors + config.json (original dtypes) in ``out_dir``."""
-    art = load_artifact(artifact)
+    art, _ = read_container(artifact)  # the evaluator's checks, model config and shapes too
     config = art.header.meta.get("config")
     if isinstance(config, dict):
         run = from_json(config)
@@ -171,7 +172,7 @@ def inspect_artifact(
     artifact: str | Path, *, budget: int | None = None, code_bytes: int | None = None
 ) -> dict[str, Any]:
     header, size = read_header(artifact)
-    load_artifact(artifact)  # full validation: a broken stream must fail inspect too
+    read_container(artifact)  # full validation: a broken stream must fail inspect too
     if code_bytes is None and "code_bytes" in header.meta:
         code_bytes = int(header.meta["code_bytes"])
     elif code_bytes is None:  # written by another tool: count pgolf's script for its config

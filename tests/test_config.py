@@ -84,7 +84,7 @@ def test_malformed_override(text):
 
 
 def test_validation_errors_become_config_errors():
-    with pytest.raises(ConfigError, match="invalid data config: val_docs must be >= 0"):
+    with pytest.raises(ConfigError, match="invalid data config: val_docs must be >= 1"):
         resolve("default", ["data.val_docs=-1"])
     with pytest.raises(ConfigError, match="vocab_size must be in"):
         resolve("default", ["data.vocab_size=70000"])

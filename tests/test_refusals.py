@@ -322,3 +322,19 @@ def test_missing_inputs_are_refused_before_any_stage(tmp_path, demo):
         assert res.exit_code == 2 and "does not exist" in res.output, res.output
         assert "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_a_build_without_a_val_split_is_refused(tmp_path):
+    out = tmp_path / "data"
+    res = invoke("data", "build", "--demo", "--out", out, "--val-docs", "0", "--no-progress")
+    refused(res, "val_docs must be >= 1")
+    assert not out.exists()
+
+
+def test_export_checks_its_output_path_first(tmp_path):
+    target = tmp_path / "records.txt"
+    target.write_text("mine")
+    who = ("--author", "A", "--github-id", "a", "--name", "N")
+    res = invoke("export", tmp_path, "--out", target, *who)
+    refused(res, "is a file")
+    assert target.read_text() == "mine"

@@ -31,8 +31,11 @@ class DataConfig:
     text_field: str = "text"
 
     def __post_init__(self) -> None:
-        if self.val_docs < 0:
-            raise ValueError(f"val_docs must be >= 0, got {self.val_docs}")
+        if self.val_docs < 1:
+            # Every later stage scores the val split: a build without one is lost work.
+            raise ValueError(
+                f"val_docs must be >= 1 (the val split is scored), got {self.val_docs}"
+            )
         if self.shard_tokens < 1024:
             raise ValueError(f"shard_tokens must be >= 1024, got {self.shard_tokens}")
         if not 320 <= self.vocab_size <= 65_535:

@@ -25,8 +25,10 @@ import click
 @click.option("--date", default=None, help="YYYY-MM-DD (default: today).")
 def export(run_dirs, out, author, github_id, name, blurb, date):
     """Write a records folder from finished `pgolf run` folders (one per seed)."""
+    from pgolf.cli_common import check_output_dir
     from pgolf.export.records import Submitter, export_records
 
+    check_output_dir(out, "the records folder (--out)")
     who = Submitter(
         author=author,
         github_id=github_id,

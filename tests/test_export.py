@@ -7,6 +7,7 @@ importable, and must print the val_bpb that `pgolf eval` gives its artifact, exa
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 
 from pgolf.cli import cli
 from pgolf.config import from_json, resolve
-from pgolf.export import bundle
+from pgolf.export import bundle, merge
 from pgolf.export.validate import validate
 from pgolf.format import read_header
 
@@ -61,6 +62,78 @@ def test_default_modules_leave_out_what_the_run_never_runs():
     assert not any(n.endswith(".cli") for n in names)
     off = bundle.run_modules(resolve("default", ["pack.gptq=off"]))
     assert "pgolf.pack.gptq" in names and "pgolf.pack.gptq" not in off
+
+
+def test_merge_puts_modules_in_one_namespace():
+    # two modules define X and f; a parameter f shadows the name a global could take; an
+    # import of a module that is not carried raises as it would with no pgolf installed
+    mods = {
+        "pgolf": "__version__ = '9'\n",
+        "pgolf.a": "X = 1\ndef f():\n    return X\n",
+        "pgolf.b": "from pgolf.a import f\nX = 2\ndef g(X=3):\n    return f() + X\n"
+        "def h():\n    return X\n",
+        "pgolf.c": "import pgolf\nfrom pgolf import a as A\nfrom pgolf.b import g, h\n"
+        "def k(f):\n    return A.f() + f + g() + h()\n"
+        "def v():\n    return getattr(pgolf, '__version__', '0')\n"
+        "def gone():\n    from pgolf import missing\n    return missing.x\n",
+    }
+    src = merge.merge(
+        mods,
+        {"pgolf"},
+        lambda name: (
+            f"R = ({name('pgolf.c', 'k')}(10), {name('pgolf.c', 'v')}())\n"
+            f"G = {name('pgolf.c', 'gone')}"
+        ),
+        lambda n: n in mods or n == "pgolf.missing",
+        "pgolf.c",
+    )
+    assert "import pgolf" not in src and "from pgolf" not in src
+    ns: dict = {}
+    exec(compile(src, "merged", "exec"), ns)
+    assert ns["R"] == (1 + 10 + (1 + 3) + 2, "9")
+    with pytest.raises(ModuleNotFoundError, match="pgolf.missing"):
+        ns["G"]()
+    with pytest.raises(merge.MergeError, match="used as a value"):
+        merge.merge(
+            {"pgolf": "", "pgolf.d": "import pgolf\nP = pgolf\n"}, {"pgolf"}, str, bool, "pgolf.d"
+        )
+
+
+def test_merge_runs_a_module_imported_inside_a_function_on_first_import():
+    mods = {
+        "pgolf": "",
+        "pgolf.a": "LOG = []\ndef f():\n    from pgolf.lazy import g\n    return g()\n",
+        "pgolf.lazy": "from pgolf.a import LOG\nLOG.append('ran')\nimport json\n"
+        "def g():\n    return json.dumps(LOG)\n",
+    }
+    src = merge.merge(
+        mods,
+        {"pgolf"},
+        lambda name: f"L0 = list({name('pgolf.a', 'LOG')})\nR = ({name('pgolf.a', 'f')}(),) * 2",
+        lambda n: n in mods,
+        "pgolf.a",
+    )
+    ns: dict = {}
+    exec(compile(src, "merged", "exec"), ns)
+    assert ns["L0"] == [] and ns["R"] == ('["ran"]', '["ran"]')
+
+
+def test_shake_drops_only_unused_definitions():
+    src = "import x\nA = 1\nB = x.f()\ndef f():\n    return A\ndef g():\n    return 2\n"
+    out = merge.shake(src + "print(f())\n")
+    assert "def g" not in out and "def f" in out and "A = 1" in out and "B = x.f()" in out
+
+
+def test_default_program_is_one_module_without_pgolf_imports():
+    text = bundle.merged_program(bundle.run_modules(resolve("default")), bundle.package_root())
+    imported = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert not any(m == "pgolf" or m.startswith("pgolf.") for m in imported), imported
+    assert "torch" in imported
 
 
 def test_config_delta_rebuilds_the_config():

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from pgolf.cli import cli
 from pgolf.config import from_json, resolve
+from pgolf.data.shards import read_shard, write_shard
 from pgolf.export import bundle, merge
 from pgolf.export.validate import validate
 from pgolf.format import read_header
@@ -174,13 +175,22 @@ def test_export_writes_a_folder_that_validates(tiny_run, records):
     )
 
 
+# The script's eval (sliding window + two-phase TTT) over the whole demo val split took 13 min
+# on a loaded 2-core machine; its first 16,384 tokens exercise the same code in seconds.
+VAL_TOKENS = 16_384
+
+
 def _challenge_layout(tiny_run: Path, work: Path) -> None:
-    """The run's shards and tokenizer where the challenge repository keeps them."""
+    """The run's shards (val cut to VAL_TOKENS) and tokenizer where the challenge keeps them."""
     data = work / "data" / "datasets" / "fineweb10B_sp1024"
     data.mkdir(parents=True)
     for shard in sorted((tiny_run / "data").glob("*.bin")):
         split, index = re.search(r"_(train|val)_(\d{6})\.bin$", shard.name).groups()
-        shutil.copy(shard, data / f"fineweb_{split}_{index}.bin")
+        dest = data / f"fineweb_{split}_{index}.bin"
+        if split == "val":
+            write_shard(dest, read_shard(shard)[:VAL_TOKENS])
+        else:
+            shutil.copy(shard, dest)
     (work / "data" / "tokenizers").mkdir()
     shutil.copy(
         tiny_run / "data" / "tokenizer.model", work / "data/tokenizers/fineweb_1024_bpe.model"
@@ -200,7 +210,9 @@ def test_exported_script_runs_without_pgolf_and_matches_pgolf_eval(tiny_run, rec
         "PYTHONPATH": os.pathsep.join(site.getsitepackages()),
         "PYTHONNOUSERSITE": "1",
         "CUDA_VISIBLE_DEVICES": "",
-        "MAX_WALLCLOCK_SECONDS": "30",
+        # The step cap, not the clock, ends training: the test must not depend on CPU speed.
+        "MAX_WALLCLOCK_SECONDS": "100000",
+        "ITERATIONS": "12",
         "RUN_ID": "exported",
     }
     python = [sys.executable, "-S", "-s"]

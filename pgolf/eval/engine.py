@@ -29,8 +29,6 @@ from pgolf.config.eval import EvalConfig
 from pgolf.data.bpb import ByteTable
 from pgolf.eval.score import NllFn, Scorer, ScoreTotals, autocast_ctx, make_nll_fn
 from pgolf.eval.ttt import TwoPhaseTTT
-from pgolf.eval.ttt_lora import LoraTTT
-from pgolf.eval.ttt_phased import PhasedSGD
 from pgolf.eval.windows import block_bounds, chunk_blocks, windows_for_blocks
 from pgolf.runtime import Dist
 
@@ -95,16 +93,21 @@ def make_adapters(
     """The mode's adapters in the order they learn after a chunk (LoRA, then global SGD)."""
     if cfg.ttt in ("two-phase", "pre-train-on-val"):
         return [TwoPhaseTTT(model, forward, stream, cfg, d)]
+    # Imported here: an exported train_gpt.py carries (and counts) only the modes it runs.
     adapters: list = []
     if cfg.uses_lora:
+        from pgolf.eval.ttt_lora import LoraTTT
+
         adapters.append(LoraTTT(model, forward, stream, cfg, d))
     if cfg.uses_phased:
+        from pgolf.eval.ttt_phased import PhasedSGD
+
         adapters.append(PhasedSGD(model, forward, stream, cfg, d))
     return adapters
 
 
 def _adapt(adapters: list, clock: _Clock, chunk: int, c0: int, c1: int) -> None:
-    lora = next((a for a in adapters if isinstance(a, LoraTTT)), None)
+    lora = next((a for a in adapters if a.name == "lora"), None)
     for adapter in adapters:
         # Global SGD trains the base model: the current document's adapters stay out of it.
         off = (

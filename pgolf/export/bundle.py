@@ -47,6 +47,8 @@ NEVER = frozenset({"pgolf.pack.codebytes", "pgolf.export.bundle"})
 OPTIONAL = {
     "pgolf.pack.gptq": lambda run: run.pack.gptq != "off",
     "pgolf.model.fa4": lambda run: run.model.attention_backend in ("auto", "fa4"),
+    "pgolf.eval.ttt_lora": lambda run: run.eval.uses_lora,
+    "pgolf.eval.ttt_phased": lambda run: run.eval.uses_phased,
 }
 # The decompressed program: the merged, minified modules, with the run's config as C (a name
 # the program reads but never binds, so the minifier leaves it) and a last line that runs.

@@ -207,7 +207,7 @@ def test_bad_inputs_name_file_and_expectation(tmp_path, demo_tokenizer, name, co
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(DataError, match=match):
-        build([path], tmp_path / "out", cfg(val_docs=0), demo_tokenizer, log=quiet())
+        build([path], tmp_path / "out", cfg(val_docs=1), demo_tokenizer, log=quiet())
 
 
 def test_bad_json_line_reported_from_a_worker(tmp_path, docs, demo_tokenizer):

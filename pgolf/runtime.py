@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -101,7 +102,13 @@ def shutdown() -> None:
         # exception is on its way out, peers may never arrive, so skip the barrier.
         if sys.exc_info()[0] is None:
             dist.barrier()
+        gloo = dist.get_backend() == "gloo"
         dist.destroy_process_group()
+        if gloo:
+            # The barrier does not close the race: a rank that exits right after its own
+            # teardown can still abort a peer mid-teardown (seen once in a CI run of the
+            # rank-failure test). A moment's wait lets every peer finish tearing down first.
+            time.sleep(0.25)
 
 
 def set_mix_order_reduction(enabled: bool) -> None:

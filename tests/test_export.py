@@ -27,8 +27,13 @@ from pgolf.export import bundle, merge
 from pgolf.export.validate import validate
 from pgolf.format import read_header
 
-TIMEOUT_S = 600
-RUN_ARGS = ("--set", "train.max_steps=30", "--set", "eval.stride=128", "--ttt", "two-phase")
+# A hang guard, not a speed requirement: under a full parallel test run the tiny pipeline took
+# over 600 s on 2 cores. Four val documents keep its evaluation short.
+TIMEOUT_S = 1800
+RUN_ARGS = (
+    "--set", "train.max_steps=30", "--set", "train.train_seconds=1e6", "--set", "data.val_docs=4",
+    "--set", "eval.stride=128", "--ttt", "two-phase",
+)  # fmt: skip
 SUBMITTER = ("--author", "Test Person", "--github-id", "tester", "--name", "Tiny demo")
 
 

@@ -128,7 +128,17 @@ class StepRunner:
             p.grad = None
 
 
-class TwoPhaseTTT:
+class Adapter:
+    """What every TTT mode shares: a StepRunner (``self.runner``) that counts its steps."""
+
+    runner: StepRunner
+
+    @property
+    def steps_taken(self) -> int:
+        return self.runner.steps_taken
+
+
+class TwoPhaseTTT(Adapter):
     """Adapts ``model`` in place on already-scored targets; call ``adapt`` after each chunk."""
 
     name = "two_phase"
@@ -147,10 +157,6 @@ class TwoPhaseTTT:
         self.p2 = phase2_params(model, cfg.ttt_phase2_blocks)
         self.opt1 = torch.optim.Adam(self.p1, lr=cfg.ttt_phase1_lr) if self.p1 else None
         self.opt2 = torch.optim.SGD(self.p2, lr=cfg.ttt_phase2_lr, momentum=cfg.ttt_phase2_momentum)
-
-    @property
-    def steps_taken(self) -> int:
-        return self.runner.steps_taken
 
     @property
     def trainable_counts(self) -> dict[str, int]:

@@ -25,7 +25,7 @@ from torch import nn
 
 from pgolf.config.eval import EvalConfig
 from pgolf.eval.score import NllFn, rank_slice
-from pgolf.eval.ttt import StepRunner, trainable_only
+from pgolf.eval.ttt import Adapter, StepRunner, trainable_only
 from pgolf.eval.windows import train_starts
 from pgolf.model.layers import CastedLinear
 from pgolf.runtime import Dist
@@ -71,7 +71,7 @@ def doc_train_starts(t0: int, c1: int, seq_len: int, floor: int) -> tuple[np.nda
     return starts + floor, length
 
 
-class LoraTTT:
+class LoraTTT(Adapter):
     """Adapters on ``model``; ``adapt`` after each scored chunk, ``close`` when done."""
 
     name = "lora"
@@ -101,10 +101,6 @@ class LoraTTT:
         self.doc_start = 0  # the current document's BOS position (0: the stream's start)
         self.resets = 0
         self._reset()
-
-    @property
-    def steps_taken(self) -> int:
-        return self.runner.steps_taken
 
     @property
     def trainable_counts(self) -> dict[str, int]:

@@ -19,12 +19,12 @@ from torch import nn
 
 from pgolf.config.eval import EvalConfig
 from pgolf.eval.score import NllFn, rank_slice
-from pgolf.eval.ttt import StepRunner, trainable_only
+from pgolf.eval.ttt import Adapter, StepRunner, trainable_only
 from pgolf.eval.windows import train_starts
 from pgolf.runtime import Dist
 
 
-class PhasedSGD:
+class PhasedSGD(Adapter):
     name = "phased"
 
     def __init__(
@@ -40,10 +40,6 @@ class PhasedSGD:
         # Target positions (exclusive ends) after which a pause is due; targets start at 1.
         self.boundaries = [1 + cfg.ttt_phased_prefix_tokens * k // n for k in range(1, n + 1)]
         self.pauses_done = 0
-
-    @property
-    def steps_taken(self) -> int:
-        return self.runner.steps_taken
 
     @property
     def trainable_counts(self) -> dict[str, int]:

@@ -40,8 +40,8 @@ code=${PIPESTATUS[0]}
 set -e
 cp "$run/summary.json" "$out/" 2>/dev/null || true
 cp "$run/train/loss_curve.png" "$out/" 2>/dev/null || true
-tar czf "$out/results.tgz" -C "$run" summary.json summary.md pack.json eval_none.json \
-  eval_two-phase.json logs train/train_log.jsonl config.json overrides.json 2>/dev/null || true
+(cd "$run" && tar czf "$out/results.tgz" summary.json summary.md pack.json eval_*.json logs \
+  train/train_log.jsonl config.json overrides.json 2>/dev/null) || true
 if [ -n "${EXPORT_CKPT:-}" ] && [ -f "$run/train/checkpoint.safetensors" ]; then
   # The trained checkpoint as fp16 in <16 MiB parts (the device returns files up to 16 MiB),
   # for packing benchmarks on the development machine: cat ckpt.part-* > checkpoint.safetensors

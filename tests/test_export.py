@@ -14,6 +14,7 @@ import re
 import shutil
 import site
 import subprocess
+import symtable
 import sys
 from pathlib import Path
 
@@ -122,6 +123,41 @@ def test_merge_runs_a_module_imported_inside_a_function_on_first_import():
     ns: dict = {}
     exec(compile(src, "merged", "exec"), ns)
     assert ns["L0"] == [] and ns["R"] == ('["ran"]', '["ran"]')
+
+
+class _InlinedTable:
+    """A symtable as Python >= 3.12 builds it (PEP 709): list/set/dict comprehensions get no
+    table; their own child scopes become children of the enclosing table."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __getattr__(self, name):
+        return getattr(self.table, name)
+
+    def get_children(self):
+        out = []
+        for child in self.table.get_children():
+            if child.get_name() in ("listcomp", "setcomp", "dictcomp"):
+                out += _InlinedTable(child).get_children()
+            else:
+                out.append(_InlinedTable(child))
+        return out
+
+
+def test_merge_walks_inlined_comprehensions_in_the_enclosing_scope():
+    # Python 3.12 gives the dict comprehension no table; the generator inside it still has one
+    src = "def f(s):\n    t = {k: sum(x for x in v) for k, v in s}\n    return t\n"
+    tree = ast.parse(src)
+    table = symtable.symtable(src, "m", "exec")
+    for top in (table, _InlinedTable(table)):
+        walked = list(merge._walk_scoped([(n, tree) for n in tree.body], (top,)))
+        scope_of = {n.id: chain[-1].get_name() for n, _, chain in walked if isinstance(n, ast.Name)}
+        inlined = isinstance(top, _InlinedTable)
+        assert scope_of["k"] == ("f" if inlined else "dictcomp")
+        assert scope_of["x"] == "genexpr" and scope_of["t"] == "f"
+        names = [n for n, _, _ in walked if isinstance(n, ast.Name)]
+        assert len(names) == sum(isinstance(n, ast.Name) for n in ast.walk(tree))
 
 
 def test_shake_drops_only_unused_definitions():

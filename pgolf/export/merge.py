@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import symtable
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 FUTURE = "from __future__ import annotations"
@@ -33,6 +34,7 @@ _SCOPE_NAMES = {
     ast.GeneratorExp: "genexpr",
 }
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, *_SCOPE_NAMES)
+_INLINABLE = (ast.ListComp, ast.SetComp, ast.DictComp)
 
 
 class MergeError(Exception):
@@ -83,9 +85,19 @@ def _walk_scoped(
     """Every node under ``roots`` (evaluated in ``chain[-1]``) with its parent and scope chain."""
     pending = list(roots)
     scoped: list[ast.AST] = []
+    # Python >= 3.12 inlines list/set/dict comprehensions (PEP 709): such a comprehension has
+    # no table of its own and its names live in the enclosing table, so it is walked as part
+    # of the enclosing scope. A comprehension is a scope of its own only where a table says so.
+    tables_left = Counter((t.get_name(), t.get_lineno()) for t in chain[-1].get_children())
     while pending:
         node, parent = pending.pop()
         yield node, parent, chain
+        if isinstance(node, _INLINABLE):
+            key = (_SCOPE_NAMES[type(node)], node.lineno)
+            if not tables_left[key]:
+                pending += [(c, node) for c in ast.iter_child_nodes(node)]
+                continue
+            tables_left[key] -= 1
         if isinstance(node, _SCOPES):
             scoped.append(node)
             pending += [(p, node) for p in _enclosing_parts(node)]

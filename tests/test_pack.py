@@ -219,3 +219,23 @@ def test_synthetic_state_matches_the_model() -> None:
     want = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()}
     have = {k: tuple(v.shape) for k, v in random_state(cfg).items()}
     assert have == want
+
+
+def test_pack_cache_skips_unchanged_streams_and_keeps_bytes(tiny_state, monkeypatch) -> None:
+    """The budget search shares one codec cache between its packs: a stream that comes out
+    identical is not compressed again, and every artifact is byte-identical to a cold pack."""
+    from pgolf.format import codecs
+
+    calls = []
+    real = codecs.compress
+    monkeypatch.setattr(codecs, "compress", lambda c, d: calls.append(c) or real(c, d))
+    cfg = tiny_cfg(search=False)
+    cache: dict = {}
+    first = pack_state(tiny_state, model={}, tokenizer=TOK, cfg=cfg, setting=(8, 6, 5), cache=cache)
+    cold = len(calls)
+    again = pack_state(tiny_state, model={}, tokenizer=TOK, cfg=cfg, setting=(8, 6, 5), cache=cache)
+    assert again.data == first.data and len(calls) == cold  # nothing compressed twice
+    other = pack_state(tiny_state, model={}, tokenizer=TOK, cfg=cfg, setting=(8, 5, 5), cache=cache)
+    fresh = pack_state(tiny_state, model={}, tokenizer=TOK, cfg=cfg, setting=(8, 5, 5))
+    assert other.data == fresh.data
+    assert set(other.phases) == {"quantize", "code"}

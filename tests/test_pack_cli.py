@@ -51,6 +51,11 @@ def packed(ckpt: Path, tmp_path_factory) -> Path:
     )
     assert res.exit_code == 0, res.output
     assert "search_table" in res.output and "chosen" in res.output
+    # Where the time went, one greppable line per phase, then the totals.
+    for phase in ("load", "code_bytes", "estimate", "quantize", "code", "write"):
+        assert f"pack_phase:{phase} wall_s:" in res.output, phase
+    assert "pack_phase:quantize wall_s:" in res.output and " pack:1 bits:" in res.output
+    assert "pack_phases load_s:" in res.output and " real_packs:" in res.output
     return out
 
 

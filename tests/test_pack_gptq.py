@@ -94,3 +94,80 @@ def test_configs_from_before_auto_gptq_still_load() -> None:
         assert from_json({"pack": {"gptq": old}}).pack.gptq == new
     with pytest.raises(ConfigError, match="not one of"):
         from_json({"pack": {"gptq": "sometimes"}})
+
+
+def _reference_gptq(w, hessian, bits, group_size, ratios, clip=None, damp=0.01, block=128):
+    """The one-matrix column loop GPTQ had before the batched sweep, kept as the oracle."""
+    w = w.float()
+    rows, cols = w.shape
+    g = group_size or cols
+    rtn = Q.quantize(w, bits, group_size, ratios, clip=clip)
+    scale = rtn.scales.float().reshape(rows, cols // g)
+    pruned = w == 0
+    hinv = gptq._inverse_cholesky(hessian.double(), damp).float()
+    m = grid.qmax(bits)
+    work = w.clone()
+    q = torch.zeros(rows, cols, dtype=torch.int8)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        w1 = work[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        h1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            s = scale[:, col // g]
+            qc = torch.clamp(torch.round(w1[:, i] / s), -m, m).masked_fill(pruned[:, col], 0.0)
+            q[:, col] = qc.to(torch.int8)
+            e = (w1[:, i] - qc * s) / h1[i, i]
+            w1[:, i:] -= e.unsqueeze(1) * h1[i, i:].unsqueeze(0)
+            err1[:, i] = e
+        work[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return q
+
+
+@pytest.mark.parametrize("group", [0, 16])
+def test_batched_sweep_equals_one_matrix_at_a_time(group) -> None:
+    """Matrices of one shape are swept as a batch (mixed bits, pruning, a fixed clip): the
+    levels are exactly the one-matrix loop's."""
+    ratios = Q.clip_ratios(resolve("default").pack)
+    g = torch.Generator().manual_seed(5)
+    jobs, hessians = [], {}
+    for i, (rows, cols, bits) in enumerate(
+        [(48, 64, 6), (48, 64, 5.5), (32, 64, 4), (48, 64, 5), (40, 96, 5), (40, 96, 8)]
+    ):
+        w = torch.randn(rows, cols, generator=g) * 0.02
+        w[w.abs() < 0.004] = 0
+        x = _correlated_inputs(512, cols, seed=i)
+        hessians[f"m{i}"] = x.double().T @ x.double()
+        clip = Q.sd_clip(w, group, 3.0) if i == 3 else None
+        jobs.append((f"m{i}", w, bits, clip))
+    cfg = dataclasses.replace(resolve("default").pack, gptq_block=24)
+    got = gptq.make_quantizer(hessians, cfg).many(jobs, group, ratios)
+    for name, w, bits, clip in jobs:
+        want = _reference_gptq(w, hessians[name], bits, group, ratios, clip, block=24)
+        assert torch.equal(got[name].q, want), name
+        assert torch.equal(got[name].scales, Q.quantize(w, bits, group, ratios, clip=clip).scales)
+
+
+def test_quantizer_reuses_hessian_work_across_packs_with_identical_output() -> None:
+    """A budget search packs several settings with one quantizer: each Hessian is factored
+    once, unchanged tensors are not swept again, and every pack is byte-identical to one
+    made by a fresh quantizer (everything recomputed)."""
+    run = resolve("tiny")
+    state = random_state(run.model, seed=4)  # no zero-initialized matrices: pruning hits all
+    cfg = dataclasses.replace(run.pack, gptq="on", gptq_samples=2, gptq_seq_len=16)
+    hessians = gptq.calibrate(state, run.model, cfg)
+    shared = gptq.make_quantizer(hessians, cfg)
+    cache: dict = {}
+    tok = {"vocab_size": 512, "sha256": None}
+    for setting, prune in [((8, 6, 5), 0.0), ((8, 5, 5), 0.0), ((8, 6, 5), 0.1)]:
+        kw = dict(model={}, tokenizer=tok, cfg=cfg, setting=setting, prune_fraction=prune)
+        a = pack_state(state, quantizer=shared, cache=cache, **kw)
+        b = pack_state(state, quantizer=gptq.make_quantizer(hessians, cfg), **kw)
+        assert a.data == b.data
+    covered = sum(1 for n in hessians if n in state)
+    assert shared.stats["factors"] == covered  # one factor per Hessian, whatever the packs
+    # 8/5/5 sweeps only the attention matrices again; 10% pruning changes every matrix.
+    attn = sum(1 for n in hessians if n in state and ".attn." in n)
+    assert shared.stats["reused"] == covered - attn
+    assert shared.stats["swept"] == 2 * covered + attn

@@ -63,7 +63,7 @@ def pack_checkpoint(
 ) -> dict[str, Any]:
     """Pack ``checkpoint`` into ``out`` under ``cfg.budget_bytes``; returns a summary dict."""
     log = log or Logger(enabled=False)
-    t0 = time.perf_counter()
+    clock = PhaseClock(log)
     tensors, run, info = load_checkpoint(checkpoint)
     run = dataclasses.replace(run, pack=cfg)
     tok = tokenizer_for(info, run, tokenizer)
@@ -72,19 +72,22 @@ def pack_checkpoint(
             f"tokenizer vocab {tok['vocab_size']} != model vocab "
             f"{run.model.vocab_size}; pass the tokenizer the model was trained with"
         )
+    clock.done("load")
     code = code_bytes_for(cfg, run)
-    quantizer, calib_s = _gptq(tensors, run, cfg, log)
+    clock.done("code_bytes", code_bytes=code)
+    quantizer, calib_s = _gptq(tensors, run, cfg, log, clock)
     meta = {
         "config": run.to_dict(),
         "code_bytes": code,
         "created_by": f"pgolf {pgolf_version()}",
         "calibration_s": round(calib_s, 3),
     }
+    cache: dict = {}  # compressed streams shared by the packs of the search
 
     def pack_fn(setting, prune) -> PackResult:
         bits = setting or (cfg.embed_bits, cfg.attn_bits, cfg.mlp_bits)
         m = dict(meta, bits=format_bits(bits), prune=prune)
-        return pack_state(
+        res = pack_state(
             tensors,
             model=to_dict(run.model),
             tokenizer=tok,
@@ -94,11 +97,18 @@ def pack_checkpoint(
             meta=m,
             quantizer=quantizer,
             progress=progress,
+            cache=cache,
         )
+        clock.packs += 1
+        for phase, seconds in res.phases.items():
+            clock.add(phase, seconds, pack=clock.packs, bits=format_bits(bits), prune=prune)
+        return res
 
     if cfg.search:
+        rows, _ = B.estimate(tensors, cfg)
+        clock.done("estimate", settings=len(rows))
         try:
-            result, row, rows = B.search(tensors, cfg, code, pack_fn)
+            result, row, rows = B.search(tensors, cfg, code, pack_fn, rows=rows)
         except B.BudgetError as e:
             log.log(f"search_table\n{B.format_table(e.rows)}")
             raise
@@ -114,8 +124,10 @@ def pack_checkpoint(
                 "fewer bits / more pruning",
                 [],
             )
+    clock.mark()
     atomic_write_bytes(out, result.data)
     atomic_write_text(sidecar_path(out), run.to_json())
+    clock.done("write")
     summary = {
         "artifact": str(out),
         "artifact_bytes": len(result.data),
@@ -126,27 +138,67 @@ def pack_checkpoint(
         "mean_rel_err": result.mean_error(tensors),
         "gptq": use_gptq(cfg),
         "calibration_s": round(calib_s, 3),
-        "pack_s": round(time.perf_counter() - t0, 3),
+        "real_packs": clock.packs,
+        "pack_s": round(clock.total(), 3),
     }
     log.log("pack", **summary)
+    log.log("pack_phases", **{f"{k}_s": round(v, 3) for k, v in clock.totals.items()})
+    summary["phases_s"] = {k: round(v, 3) for k, v in clock.totals.items()}
     return summary
+
+
+class PhaseClock:
+    """Wall time per pack phase, logged as ``pack_phase:NAME wall_s:X`` as each ends.
+
+    Phases: load, code_bytes, calibrate_model, calibrate_generate, calibrate_hessians,
+    estimate, quantize and code (once per real pack, ``pack:N``), write; ``totals`` sums
+    repeated phases. GPU work is synchronized before a phase ends (gptq.calibrate).
+    """
+
+    def __init__(self, log: Logger) -> None:
+        self.log = log
+        self.start = self.last = time.perf_counter()
+        self.totals: dict[str, float] = {}
+        self.packs = 0
+
+    def mark(self) -> None:
+        """Start the next phase now (time since the last mark belongs to no phase)."""
+        self.last = time.perf_counter()
+
+    def done(self, phase: str, **fields: Any) -> float:
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        self.add(phase, seconds, **fields)
+        return seconds
+
+    def add(self, phase: str, seconds: float, **fields: Any) -> None:
+        self.totals[phase] = self.totals.get(phase, 0.0) + seconds
+        self.log.log(None, pack_phase=phase, wall_s=round(seconds, 3), **fields)
+        self.last = time.perf_counter()
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def use_gptq(cfg: PackConfig) -> bool:
     return cfg.gptq == "on" or (cfg.gptq == "auto" and torch.cuda.is_available())
 
 
-def _gptq(tensors, run: RunConfig, cfg: PackConfig, log: Logger):
+def _gptq(tensors, run: RunConfig, cfg: PackConfig, log: Logger, clock: PhaseClock | None = None):
     if not use_gptq(cfg):
         return None, 0.0
     from pgolf.pack import gptq
 
     t = time.perf_counter()
-    hessians = gptq.calibrate(tensors, run.model, cfg)
+    times: dict[str, float] = {}
+    hessians = gptq.calibrate(tensors, run.model, cfg, times=times)
     seconds = time.perf_counter() - t
     log.log(
         "calibration", samples=cfg.gptq_samples, seq_len=cfg.gptq_seq_len, calibration_s=seconds
     )
+    if clock is not None:
+        for phase, s in times.items():
+            clock.add(f"calibrate_{phase}", s)
     return gptq.make_quantizer(hessians, cfg), seconds
 
 

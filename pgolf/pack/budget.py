@@ -105,9 +105,12 @@ def estimate(tensors: dict[str, torch.Tensor], cfg: PackConfig) -> tuple[list[Ro
     return out, classes
 
 
-def search(tensors, cfg: PackConfig, code_bytes: int, pack_fn, log=None):
-    """Pack the best-estimated fitting setting; ``pack_fn(setting, prune) -> PackResult``."""
-    rows, _ = estimate(tensors, cfg)
+def search(tensors, cfg: PackConfig, code_bytes: int, pack_fn, log=None, rows=None):
+    """Pack the best-estimated fitting setting; ``pack_fn(setting, prune) -> PackResult``.
+
+    ``rows``: ``estimate(tensors, cfg)[0]`` when the caller already has it.
+    """
+    rows = estimate(tensors, cfg)[0] if rows is None else rows
     budget = cfg.budget_bytes
     # On trained checkpoints estimates come within ~0.3% of real sizes (bench-300: 0.16-0.24%
     # over), and most of that error is one bias shared by every setting (GPTQ, for one, shifts

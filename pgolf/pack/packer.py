@@ -9,6 +9,8 @@ float segment, fp32 control tensors another.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,6 +31,9 @@ class PackResult:
     classes: dict[str, str]  # tensor name -> class
     rel_err: dict[str, float]  # tensor name -> relative squared error
     seconds: float
+    # Wall seconds of this pack's phases: "quantize" (pruning, clip search, GPTQ) and "code"
+    # (codec trials and container assembly).
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def mean_error(self, tensors: dict[str, torch.Tensor]) -> float:
         """Parameter-weighted mean relative squared error: the search's quality-loss proxy."""
@@ -56,23 +61,35 @@ def encode_tensors(
     frac = cfg.prune_fraction if prune_fraction is None else prune_fraction
     thresholds = Q.prune_thresholds(mats, frac, cfg.prune_scope)
     ratios = Q.clip_ratios(cfg)
+    prepared = {}  # name -> (float tensor, dtype, bits, pruned weights, pruned count, clip)
+    for name in names:
+        if classes[name] == "control":
+            continue
+        w, dtype = _float_tensor(name, tensors[name])
+        bits = Q.class_bits(classes[name], cfg, setting)
+        pruned_w, pruned = Q.prune(w.float(), thresholds[name])
+        clip = Q.fixed_clip(w, classes[name], cfg)  # of the unpruned rows: pruning keeps the grid
+        prepared[name] = (w, dtype, bits, pruned_w, pruned, clip)
+    done = {}
+    if quantizer is not None:
+        jobs = [(n, p[3], p[2], p[5]) for n, p in prepared.items() if p[3].dim() == 2]
+        many = getattr(quantizer, "many", None)
+        if many is not None:  # GPTQ sweeps every matrix of one shape in one batch
+            done = many(jobs, cfg.group_size, ratios)
+        else:
+            done = {n: quantizer(n, w, b, cfg.group_size, ratios, c) for n, w, b, c in jobs}
     out = []
     for name in tqdm(names, desc="quantize", unit="tensor", disable=not progress, leave=False):
-        w, dtype = _float_tensor(name, tensors[name])
         if classes[name] == "control":
+            w, dtype = _float_tensor(name, tensors[name])
             scheme = Q.passthrough_scheme(name, cfg)
             blob = schemes.encode_passthrough(w, scheme)
             back = schemes.decode_passthrough_bytes(blob, scheme)
             err = Q.rel_sq_error(w, back)
             out.append(EncodedTensor(name, tuple(w.shape), dtype, scheme, blob, rel_err=err))
             continue
-        bits = Q.class_bits(classes[name], cfg, setting)
-        pruned_w, pruned = Q.prune(w.float(), thresholds[name])
-        clip = Q.fixed_clip(w, classes[name], cfg)  # of the unpruned rows: pruning keeps the grid
-        if quantizer is not None and pruned_w.dim() == 2:
-            qt = quantizer(name, pruned_w, bits, cfg.group_size, ratios, clip)
-        else:
-            qt = Q.quantize(pruned_w, bits, cfg.group_size, ratios, clip=clip)
+        w, dtype, bits, pruned_w, pruned, clip = prepared.pop(name)
+        qt = done.get(name) or Q.quantize(pruned_w, bits, cfg.group_size, ratios, clip=clip)
         values, scales = schemes.encode_int(qt.q, qt.scales)
         err = Q.rel_sq_error(w, qt.dequantize())
         out.append(
@@ -104,64 +121,92 @@ def _float_tensor(name: str, w: torch.Tensor) -> tuple[torch.Tensor, str]:
 
 
 def plan_and_compress(
-    encoded: list[EncodedTensor], cfg: PackConfig
+    encoded: list[EncodedTensor], cfg: PackConfig, cache: dict | None = None
 ) -> tuple[list[SegmentPlan], list[bytes], list[bytes], dict]:
-    """Choose each segment's codec (smallest wins) and return plan, raws, blobs, refs."""
+    """Choose each segment's codec (smallest wins) and return plan, raws, blobs, refs.
+
+    Every codec trial (each value stream x codec x filter, the float segments x codec x
+    filter) runs at once on a thread pool, rANS on the calling thread meanwhile. ``cache``
+    (a dict kept across the packs of one budget search) maps (codec, filter, digest of the
+    bytes) to the compressed blob, so a stream that comes out identical in a later pack (the
+    8-bit embeddings of every setting, the MLP when only attention bits change) is not
+    compressed twice; the output is byte-identical either way.
+    """
+    cache = {} if cache is None else cache
     ints = [t for t in encoded if t.scales is not None]
     value_plan = [SegmentPlan("?", "none", ((t.name, "values"),)) for t in ints]
     value_raws, _ = layout(encoded, value_plan)
-    trials = _value_trials(value_raws, cfg)
-    plan, blobs = [], []
-    for i, seg in enumerate(value_plan):
-        tried = [(len(blob), codec, filt, blob) for (codec, filt), blob in trials[i].items()]
-        _, codec, filt, blob = min(tried, key=lambda t: t[:3])
-        plan.append(dataclasses.replace(seg, codec=codec, filter=filt))
-        blobs.append(blob)
     groups = {2: [], 4: []}  # element width -> members of that float segment
     for t in encoded:
         if t.scales is not None:
             groups[2].append((t.name, "scales"))
         else:
             groups[schemes.PASSTHROUGH_WIDTH[t.scheme]].append((t.name, "values"))
+    float_plans = []  # per float segment: the candidate plans, in the order ties resolve
+    trials: list[tuple[str, str, bytes]] = []  # (codec, filter, filtered raw bytes)
+    value_trials: list[list[tuple[str, str, int]]] = [[] for _ in value_raws]
+    for filt in cfg.value_filters:
+        for i, raw in enumerate(value_raws):
+            if filt != "none" and len(raw) % 2:  # shuffle2 regroups whole 2-byte elements
+                continue
+            data = codecs.apply_filter(filt, raw)
+            for codec in cfg.value_codecs:
+                value_trials[i].append((codec, filt, len(trials)))
+                trials.append((codec, filt, data))
     for width, members in groups.items():
-        if members:
-            seg, blob = _best_float_segment(encoded, tuple(members), width, cfg)
-            plan.append(seg)
-            blobs.append(blob)
+        if not members:
+            continue
+        cands = []
+        for filt in ("none", f"shuffle{width}"):
+            for codec in cfg.float_codecs:
+                seg = SegmentPlan(codec, filt, tuple(members))
+                (raw,), _ = layout(encoded, [seg])
+                cands.append((seg, len(trials)))
+                trials.append((codec, filt, raw))
+        float_plans.append(cands)
+    blobs_of = _compress_trials(trials, cache)
+    plan, blobs = [], []
+    for i, seg in enumerate(value_plan):
+        tried = [(len(blobs_of[k]), codec, filt, k) for codec, filt, k in value_trials[i]]
+        _, codec, filt, k = min(tried, key=lambda t: t[:3])
+        plan.append(dataclasses.replace(seg, codec=codec, filter=filt))
+        blobs.append(blobs_of[k])
+    for cands in float_plans:  # the first smallest candidate, as a sequential search keeps
+        seg, k = min(cands, key=lambda c: len(blobs_of[c[1]]))
+        plan.append(seg)
+        blobs.append(blobs_of[k])
     raws, refs = layout(encoded, plan)
     return plan, raws, blobs, refs
 
 
-def _value_trials(raws: list[bytes], cfg: PackConfig) -> list[dict[tuple[str, str], bytes]]:
-    """Every segment compressed with every value codec x filter it admits (shuffle2 needs an
-    even length: a filter regroups whole 2-byte elements)."""
-    out: list[dict[tuple[str, str], bytes]] = [{} for _ in raws]
-    for filt in cfg.value_filters:
-        idx = [i for i, r in enumerate(raws) if filt == "none" or len(r) % 2 == 0]
-        filtered = [codecs.apply_filter(filt, raws[i]) for i in idx]
-        for codec in cfg.value_codecs:
-            for i, blob in zip(idx, _compress_all(filtered, codec), strict=True):
-                out[i][(codec, filt)] = blob
-    return out
+def _workers() -> int:
+    """Compression threads: zstd, brotli and lzma release the GIL; a GPU host has many cores."""
+    return max(2, min(16, os.cpu_count() or 2))
 
 
-def _compress_all(raws: list[bytes], codec: str) -> list[bytes]:
-    if codec == "rans":
-        return compress_segments(raws, ["rans"] * len(raws))
-    with ThreadPoolExecutor(max_workers=2) as pool:  # zstd/brotli/lzma release the GIL
-        return list(pool.map(lambda r: codecs.compress(codec, r), raws))
-
-
-def _best_float_segment(encoded, members, width, cfg) -> tuple[SegmentPlan, bytes]:
-    best = None
-    for filt in ("none", f"shuffle{width}"):
-        for codec in cfg.float_codecs:
-            seg = SegmentPlan(codec, filt, members)
-            (raw,), _ = layout(encoded, [seg])
-            blob = codecs.compress(codec, raw)
-            if best is None or len(blob) < len(best[1]):
-                best = (seg, blob)
-    return best
+def _compress_trials(trials: list[tuple[str, str, bytes]], cache: dict) -> list[bytes]:
+    """Blob of each (codec, filter, data) trial, from ``cache`` or compressed now."""
+    keys = [
+        (codec, filt, hashlib.blake2b(data, digest_size=16).digest())
+        for codec, filt, data in trials
+    ]
+    out: list[bytes | None] = [cache.get(k) for k in keys]
+    todo = [i for i, blob in enumerate(out) if blob is None]
+    first: dict[tuple, int] = {}  # identical trials within one pack are compressed once
+    for i in todo:
+        first.setdefault(keys[i], i)
+    unique = sorted(first.values(), key=lambda i: -len(trials[i][2]))  # longest first
+    rans_idx = [i for i in unique if trials[i][0] == "rans"]
+    other_idx = [i for i in unique if trials[i][0] != "rans"]
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        futures = {i: pool.submit(codecs.compress, trials[i][0], trials[i][2]) for i in other_idx}
+        if rans_idx:  # one vectorized pass over every rANS stream, here meanwhile
+            enc = compress_segments([trials[i][2] for i in rans_idx], ["rans"] * len(rans_idx))
+            for i, blob in zip(rans_idx, enc, strict=True):
+                cache[keys[i]] = blob
+        for i, fut in futures.items():
+            cache[keys[i]] = fut.result()
+    return [cache[k] for k in keys]
 
 
 def pack_state(
@@ -175,8 +220,10 @@ def pack_state(
     meta: dict[str, Any] | None = None,
     quantizer=None,
     progress: bool = False,
+    cache: dict | None = None,
 ) -> PackResult:
-    """One complete pack of ``tensors`` at one setting (no budget logic)."""
+    """One complete pack of ``tensors`` at one setting (no budget logic); ``cache`` carries
+    compressed streams from one pack to the next (plan_and_compress)."""
     t0 = time.perf_counter()
     encoded, classes = encode_tensors(
         tensors,
@@ -186,7 +233,9 @@ def pack_state(
         quantizer=quantizer,
         progress=progress,
     )
-    plan, raws, blobs, refs = plan_and_compress(encoded, cfg)
+    t1 = time.perf_counter()
+    plan, raws, blobs, refs = plan_and_compress(encoded, cfg, cache)
     data = finish(encoded, plan, raws, blobs, refs, model=model, tokenizer=tokenizer, meta=meta)
     errs = {t.name: t.rel_err for t in encoded}
-    return PackResult(data, classes, errs, time.perf_counter() - t0)
+    t2 = time.perf_counter()
+    return PackResult(data, classes, errs, t2 - t0, {"quantize": t1 - t0, "code": t2 - t1})

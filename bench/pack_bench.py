@@ -3,6 +3,7 @@
     python bench/pack_bench.py RUN_DIR            # a trained checkpoint (the real figure)
     python bench/pack_bench.py --random default   # random weights of the default shape
     python bench/pack_bench.py --random default --codecs   # + the entropy-coder table (slow)
+    python bench/pack_bench.py --random default --timing-only --set pack.gptq=on  # phases
 
 Errors are the parameter-weighted mean of per-tensor relative squared errors
 ||W - W_hat||^2 / ||W||^2 (the same proxy `pgolf inspect` and the budget search use).
@@ -35,16 +36,17 @@ from pgolf.pack.synthetic import random_state
 TOK = {"vocab_size": 0, "sha256": None}
 
 
-def timed_cli(args: list[str]) -> tuple[float, float]:
-    """(wall s, child CPU s) of one pgolf command, Python start-up included."""
+def timed_cli(args: list[str]) -> tuple[float, float, str]:
+    """(wall s, child CPU s, stdout) of one pgolf command, Python start-up included."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pgolf.cli", *args], check=True, stdout=subprocess.DEVNULL
+    res = subprocess.run(
+        [sys.executable, "-m", "pgolf.cli", *args], check=True, capture_output=True, text=True
     )
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, res.stdout
 
 
 def error_of(tensors, decoded) -> float:
@@ -158,6 +160,10 @@ def main() -> None:
     ap.add_argument("--random", metavar="PRESET", help="benchmark random weights of a preset")
     ap.add_argument("--codecs", action="store_true", help="also print the entropy-coder table")
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--timing-only", action="store_true", help="only the timed pack/unpack")
+    ap.add_argument(
+        "--set", action="append", default=[], help="pass '--set KEY=VALUE' to the timed pack"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pack_bench_"))
     if args.random:
@@ -172,12 +178,13 @@ def main() -> None:
         f"checkpoint:{ckpt} params:{sum(t.numel() for t in tensors.values())} "
         f"cpus:{os.cpu_count()} load_avg_1m:{os.getloadavg()[0]:.1f} torch:{torch.__version__}"
     )
-    rows = comparison(tensors, cfg)
-    base = rows[0][1]
-    print(f"\n{'recipe':<58} {'bytes':>12} {'vs plain':>9} {'mean_rel_err':>13}")
-    for label, n, err in rows:
-        print(f"{label:<58} {n:>12,} {n / base - 1:>+9.2%} {err:>13.3e}")
-    if args.codecs:
+    rows = [] if args.timing_only else comparison(tensors, cfg)
+    if rows:
+        base = rows[0][1]
+        print(f"\n{'recipe':<58} {'bytes':>12} {'vs plain':>9} {'mean_rel_err':>13}")
+        for label, n, err in rows:
+            print(f"{label:<58} {n:>12,} {n / base - 1:>+9.2%} {err:>13.3e}")
+    if args.codecs and not args.timing_only:
         table = codec_table(tensors, cfg)
         ref = table[1][1]
         print(
@@ -188,9 +195,11 @@ def main() -> None:
             print(f"{label:<58} {n:>12,} {n / ref - 1:>+9.2%} {sec:>8.1f}")
     if not args.skip_timing:
         art = tmp / "a.pgolf"
-        wall, cpu = timed_cli(["pack", str(ckpt), "-o", str(art), "--no-progress"])
+        sets = [x for kv in args.set for x in ("--set", kv)]
+        wall, cpu, out = timed_cli(["pack", str(ckpt), "-o", str(art), "--no-progress", *sets])
         print(f"\npack_wall_s:{wall:.1f} pack_cpu_s:{cpu:.1f} artifact_bytes:{art.stat().st_size}")
-        wall, cpu = timed_cli(["unpack", str(art), "-o", str(tmp / "un")])
+        print("\n".join(line for line in out.splitlines() if line.startswith("pack_phase")))
+        wall, cpu, _ = timed_cli(["unpack", str(art), "-o", str(tmp / "un")])
         print(f"unpack_wall_s:{wall:.1f} unpack_cpu_s:{cpu:.1f}")
 
 

@@ -171,3 +171,21 @@ def test_quantizer_reuses_hessian_work_across_packs_with_identical_output() -> N
     attn = sum(1 for n in hessians if n in state and ".attn." in n)
     assert shared.stats["reused"] == covered - attn
     assert shared.stats["swept"] == 2 * covered + attn
+
+
+def test_estimate_overlapped_with_calibration_packs_the_same(tmp_path, monkeypatch) -> None:
+    """On a GPU the search's estimates run on a CPU thread during calibration; forced here on
+    the CPU, the artifact is the one the sequential order writes."""
+    from pgolf.checkpoint import save_checkpoint
+    from pgolf.pack import api
+
+    run = resolve("tiny")
+    save_checkpoint(tmp_path / "ck", random_state(run.model, seed=3), run)
+    cfg = dataclasses.replace(run.pack, gptq="on", gptq_samples=2, gptq_seq_len=16, code_bytes=0)
+    plain = api.pack_checkpoint(tmp_path / "ck", tmp_path / "a.pgolf", cfg, progress=False)
+    monkeypatch.setattr(api, "overlap", lambda c: c.search and api.use_gptq(c))
+    both = api.pack_checkpoint(tmp_path / "ck", tmp_path / "b.pgolf", cfg, progress=False)
+    assert both["bits_e_a_m"] == plain["bits_e_a_m"]
+    assert set(both["phases_s"]) == set(plain["phases_s"]) >= {"estimate", "calibrate_generate"}
+    a, b = load_artifact(tmp_path / "a.pgolf"), load_artifact(tmp_path / "b.pgolf")
+    assert all(torch.equal(a.state[n], b.state[n]) for n in a.state)

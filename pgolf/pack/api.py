@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,15 @@ def pack_checkpoint(
     clock.done("load")
     code = code_bytes_for(cfg, run)
     clock.done("code_bytes", code_bytes=code)
-    quantizer, calib_s = _gptq(tensors, run, cfg, log, clock)
+    pool = ThreadPoolExecutor(1)
+    try:  # the CPU estimates the search's settings while the GPU calibrates
+        estimated = pool.submit(_timed, B.estimate, tensors, cfg) if overlap(cfg) else None
+        quantizer, calib_s = _gptq(tensors, run, cfg, log, clock)
+        if estimated is not None:
+            (rows, _), seconds = estimated.result()
+            clock.add("estimate", seconds, settings=len(rows), overlapped=True)
+    finally:
+        pool.shutdown()
     meta = {
         "config": run.to_dict(),
         "code_bytes": code,
@@ -105,8 +114,9 @@ def pack_checkpoint(
         return res
 
     if cfg.search:
-        rows, _ = B.estimate(tensors, cfg)
-        clock.done("estimate", settings=len(rows))
+        if estimated is None:
+            rows, _ = B.estimate(tensors, cfg)
+            clock.done("estimate", settings=len(rows))
         try:
             result, row, rows = B.search(tensors, cfg, code, pack_fn, rows=rows)
         except B.BudgetError as e:
@@ -178,6 +188,17 @@ class PhaseClock:
 
     def total(self) -> float:
         return time.perf_counter() - self.start
+
+
+def overlap(cfg: PackConfig) -> bool:
+    """Estimate on a CPU thread during calibration: only when calibration runs on the GPU
+    (on the CPU both would share the same cores)."""
+    return cfg.search and use_gptq(cfg) and torch.cuda.is_available()
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
 
 
 def use_gptq(cfg: PackConfig) -> bool:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pytest
 from pgolf.config import resolve
 from pgolf.errors import ConfigError
 from pgolf.pipeline import plan, runner
+from pgolf.pipeline.default_preset import default_preset
 from pgolf.pipeline.scaling import REF_BATCH_TOKENS, scaling_overrides
 from pgolf.pipeline.stages import STAGES, Stage, StageFailed, is_done, marker, run_stage
 
@@ -624,3 +626,18 @@ def test_killed_tiny_run_resumes_from_its_mid_run_checkpoint(tmp_path):
     log = (tmp_path / "run" / "logs" / "train.log").read_text()
     assert f"resumed step:{every} " in log
     assert json.loads((run_dir / "resume.json").read_text())["step"] == every + 10
+
+
+def test_default_preset_is_record_on_a_gpu_unless_the_tokenizer_says_otherwise(
+    shared_dir, tmp_path
+):
+    toks = shared_dir / "tokenizers"
+    assert default_preset(False, toks / "fineweb_8192_bpe.model")[0] == "tiny"
+    assert default_preset(True) == ("record", "gpu,tokenizer_trained_with_vocab_8192")
+    assert default_preset(True, toks / "fineweb_8192_bpe.model")[0] == "record"
+    preset, why = default_preset(True, toks / "fineweb_1024_bpe.model")
+    assert preset == "default" and "1024" in why
+    data = tmp_path / "data"  # --data: the tokenizer lying in the shard folder decides
+    data.mkdir()
+    shutil.copy(toks / "fineweb_4096_bpe.model", data / "tokenizer.model")
+    assert default_preset(True, None, data)[0] == "default"

@@ -58,4 +58,6 @@ class DataConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The embedded demo corpus is small: hold out fewer documents and use a small vocabulary.
     "tiny": {"val_docs": 64, "vocab_size": 512, "shard_tokens": 200_000},
+    # A tokenizer trained by `pgolf data build` for the record model: SP8192, as its embedding.
+    "record": {"vocab_size": 8192},
 }

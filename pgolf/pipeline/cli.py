@@ -66,6 +66,7 @@ def run(
     import torch
 
     from pgolf.data.recorded import check_tokenizer_for_data
+    from pgolf.pipeline.default_preset import default_preset
     from pgolf.pipeline.runner import run_pipeline
 
     check_output_dir(out, "the run folder (--out)")
@@ -74,8 +75,8 @@ def run(
     if gpus is None:
         gpus = max(1, torch.cuda.device_count())
     if ctx.get_parameter_source("preset") is click.core.ParameterSource.DEFAULT:
-        # The full recipe on 2 CPU cores would run for days: without GPUs the default is the demo.
-        preset = "default" if torch.cuda.is_available() else "tiny"
+        preset, why = default_preset(torch.cuda.is_available(), tokenizer, data_dir)
+        click.echo(f"preset:{preset} reason:{why}")
     run_pipeline(
         out=out,
         inputs=tuple(inputs),

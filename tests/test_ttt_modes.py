@@ -113,7 +113,7 @@ def test_switches_are_validated_and_presets_resolve():
     assert default.ttt == "two-phase" and default.chunk_tokens() == 32_768
     for name in ("record", "record-tiny"):
         cfg = resolve(name).eval
-        assert cfg.uses_lora and cfg.uses_phased and cfg.compliant
+        assert cfg.ttt == "phased" and not cfg.uses_lora and cfg.compliant
     with pytest.raises(ConfigError):
         resolve("tiny").with_overrides(["eval.ttt=lora-everything"])
 

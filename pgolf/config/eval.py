@@ -109,6 +109,20 @@ class EvalConfig:
     ttt_phased_epochs: int = 3
     # Sequences (ttt_seq_len tokens each, over all ranks) per global SGD step (PR #1610: 32).
     ttt_phased_batch_seqs: int = 32
+    # --- causal token n-gram tilt (PRs #1514, #2135; pgolf/eval/ngram.py) ---
+    # Tilt each scored distribution towards what already-scored val text says follows the
+    # current context: p'(v) ∝ p(v)·exp(ngram_lambda·q(v)), q = the context's next-token
+    # frequencies over targets before this one; renormalised over the whole vocabulary.
+    # Works with every TTT mode (it changes scores, never weights). Off by default.
+    ngram_tilt: bool = False
+    # n: the context is the previous n-1 tokens (2..9).
+    ngram_order: int = 4
+    # λ: strength of the tilt (0 = exactly the plain score).
+    ngram_lambda: float = 1.0
+    # Each of the two hashed count tables (pairs, contexts) has 2**bits int32 slots.
+    ngram_table_bits: int = 22
+    # No tilt until the context has been seen this many times before (1 = from the first).
+    ngram_min_count: int = 2
 
     def __post_init__(self) -> None:
         need(self.window >= 2, f"window must be >= 2, got {self.window}")
@@ -151,6 +165,13 @@ class EvalConfig:
         need(0 <= self.ttt_phased_momentum < 1, "ttt_phased_momentum must be in [0, 1)")
         need(self.ttt_phased_epochs >= 0, "ttt_phased_epochs must be >= 0")
         need(self.ttt_phased_batch_seqs >= 1, "ttt_phased_batch_seqs must be >= 1")
+        need(2 <= self.ngram_order <= 9, f"ngram_order must be in [2, 9], got {self.ngram_order}")
+        need(self.ngram_lambda >= 0, f"ngram_lambda must be >= 0, got {self.ngram_lambda}")
+        need(
+            10 <= self.ngram_table_bits <= 30,
+            f"ngram_table_bits must be in [10, 30], got {self.ngram_table_bits}",
+        )
+        need(self.ngram_min_count >= 1, f"ngram_min_count must be >= 1, got {self.ngram_min_count}")
 
     @property
     def compliant(self) -> bool:
@@ -192,13 +213,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ttt_chunk_tokens": 2048,
         "ttt_seq_len": 128,
     },
-    # Candidate leaderboard TTT (another engineer fixes the final values after a GPU run):
-    # per-document LoRA plus 3-phase global SGD on the scored prefix (PR #1626).
+    # 3-phase global SGD on the scored prefix (PRs #1610, #1626): on bench-300 (H200) it
+    # adapted in 55 s and gained 0.0011; phased-lora (per-document LoRA rank 64 on 128-token
+    # chunks as well) gave no result within 290 s, so the record scores with phased only.
     "record": {
-        "ttt": "phased-lora",
-        "ttt_lora_rank": 64,
-        "ttt_lora_chunk_tokens": 128,
-        "ttt_lora_min_doc_tokens": 32,
+        "ttt": "phased",
         "ttt_phases": 3,
         "ttt_phased_prefix_tokens": 2_500_000,
         "ttt_seq_len": 2048,
@@ -208,12 +227,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "window": 128,
         "stride": 32,
         "batch_windows": 16,
-        "ttt": "phased-lora",
+        "ttt": "phased",
         "ttt_chunk_tokens": 2048,
         "ttt_seq_len": 128,
-        "ttt_lora_rank": 4,
-        "ttt_lora_chunk_tokens": 128,
-        "ttt_lora_min_doc_tokens": 16,
         "ttt_phases": 3,
         "ttt_phased_prefix_tokens": 8192,
         "ttt_phased_batch_seqs": 8,

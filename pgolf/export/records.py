@@ -29,7 +29,7 @@ from pgolf.errors import PgolfError
 from pgolf.export import bundle
 from pgolf.export.readme import readme
 from pgolf.format import read_header
-from pgolf.io import atomic_write_text
+from pgolf.io import atomic_write_bytes, atomic_write_text
 
 CAP_BYTES = 16_000_000
 LIMIT_S = 600.0
@@ -210,7 +210,7 @@ def export_records(run_dirs: list[Path], out: Path, who: Submitter) -> dict[str,
     code_bytes = script.shipped_bytes
     sub = submission(runs, who, code_bytes)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train_gpt.py", script.text)
+    atomic_write_bytes(out / "train_gpt.py", script.text.encode())
     atomic_write_text(out / "requirements.txt", "\n".join(requirements(script.modules)) + "\n")
     for r in runs:
         atomic_write_text(out / f"train_seed{r.seed}.log", seed_log(r, code_bytes))

@@ -1,8 +1,9 @@
 """Process-level facts shared by train and eval: ranks, devices, process groups.
 
-Only launcher facts come from the environment (RANK, WORLD_SIZE, LOCAL_RANK, as
-torchrun sets them, and PGOLF_COLLECTIVE_TIMEOUT_S, how long this cluster may take to
-answer a collective). Nothing here runs at import time.
+Only launcher facts come from the environment (RANK, WORLD_SIZE, LOCAL_RANK and
+LOCAL_WORLD_SIZE, as torchrun sets them; CUDA_VISIBLE_DEVICES; PGOLF_COLLECTIVE_TIMEOUT_S, how
+long this cluster may take to answer a collective; PGOLF_CPU_THREADS and OMP_NUM_THREADS, the
+CPU threads a process may use). Nothing here runs at import time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ DEFAULT_TIMEOUT_S = 300.0
 # torchrun sees and ends the job) instead of a rank spinning forever: async error handling
 # tears the process down; the heartbeat monitor kills it if the watchdog itself is stuck.
 NCCL_ENV = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "TORCH_NCCL_ENABLE_MONITORING": "1"}
+THREADS_ENV = "PGOLF_CPU_THREADS"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,64 @@ def collective_timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def _machine_gpus() -> int:
+    """GPUs the driver sees on this machine, whatever CUDA_VISIBLE_DEVICES hides (0: none)."""
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def cpu_share(env: dict[str, str] | None = None, cores: int | None = None, gpus: int = -1) -> int:
+    """CPU threads this process may use without starving its neighbours on the machine.
+
+    Two processes that each take every core (torch's intra-op pool, Inductor's compile
+    workers, the packer's codec threads) both run several times slower: seen on a 2-GPU
+    machine running two jobs side by side, whose pack stage went from 27-42 s to 140 s. So:
+    the cores this process may run on (taskset/cgroup affinity), split between the ranks of
+    this job on the machine (LOCAL_WORLD_SIZE) and, when CUDA_VISIBLE_DEVICES shows only
+    some of the machine's GPUs, scaled to that share (one job per GPU gets its GPU's share).
+    PGOLF_CPU_THREADS overrides. ``cores``/``gpus``: for tests.
+    """
+    env = os.environ if env is None else env
+    raw = env.get(THREADS_ENV)
+    if raw:
+        n = int(raw) if raw.strip().isdigit() else 0
+        if n < 1:
+            raise ConfigError(f"{THREADS_ENV}={raw!r}: expected a whole number of threads >= 1")
+        return n
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        cores = cores or os.cpu_count() or 1
+    share = cores / max(1, int(env.get("LOCAL_WORLD_SIZE", "1") or 1))
+    gpus = _machine_gpus() if gpus < 0 else gpus
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if gpus > 0 and visible is not None and "LOCAL_WORLD_SIZE" not in env:
+        shown = len([v for v in visible.split(",") if v.strip()])
+        if 0 < shown < gpus:
+            share = share * shown / gpus
+    return max(1, int(share))
+
+
+def limit_cpu_threads() -> int:
+    """Size Inductor's compile workers and torch's intra-op pool to cpu_share().
+
+    An OMP_NUM_THREADS below the share still bounds the intra-op pool (torchrun sets 1 for
+    several ranks), but not the compile workers: those are processes, and one each would
+    make a multi-rank warm-up several times longer. Returns the share.
+    """
+    n = cpu_share()
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(min(n, int(omp)) if omp.isdigit() and int(omp) > 0 else n)
+    try:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.compile_threads = n
+    except ImportError:  # a torch build without Inductor: nothing to size
+        pass
+    return n
+
+
 def init(want_device: str = "auto") -> Dist:
     """Read launcher variables, pick the device and join the process group when world > 1.
 
@@ -80,6 +140,7 @@ def init(want_device: str = "auto") -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
     device = pick_device(local, want_device)
+    limit_cpu_threads()
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():

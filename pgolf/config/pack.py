@@ -14,6 +14,7 @@ from pgolf.config.base import need
 
 _CODECS = ("raw", "zstd", "brotli", "lzma", "rans")
 _VALUE_FILTERS = ("none", "shuffle2")
+_MATRIX_CLASSES = ("embed", "attn", "mlp", "other")
 
 
 def parse_bits(setting: str) -> tuple[float, float, float]:
@@ -124,6 +125,27 @@ class PackConfig:
     # the Hessian of the final hidden states, as leaderboard PR #1394 does for its int8 and
     # #1586 for its int7 embeddings. Needs GPTQ on (pack.gptq).
     gptq_embed: bool = False
+    # LQER (leaderboard PR #1797): rank of a low-rank correction A.B of each matrix's
+    # quantization residual W - W_hat, stored next to it (container spec 1.2); 0 = off.
+    # Measured on CPU (docs/pack.md): it pays only where the residual has low-rank
+    # structure; on random or noise-like residuals the bytes buy more as grid bits.
+    lqer_rank: int = 0
+    # Bits of the factors A [rows, rank] and B [rank, cols] (per-row fp16 scales), 2..8.
+    lqer_bits: int = 4
+    # Tensor classes that may get a correction (of embed, attn, mlp, other).
+    lqer_classes: tuple[str, ...] = ("attn", "mlp")
+    # A matrix keeps its correction only if the squared error it removes per byte is at
+    # least this multiple of what one more grid bit would remove per byte (0 = always keep).
+    lqer_min_gain: float = 1.0
+    # AWQ-lite (leaderboard PR #1908): fraction of the quantized parameters promoted by one
+    # bit, the matrices with the largest activation-weighted rounding error per parameter
+    # first (GPTQ's Hessian diagonals; weight-space error without calibration). 0 = off.
+    awq_extra_bits_frac: float = 0.0
+    # Tensor classes AWQ-lite may promote (of embed, attn, mlp, other).
+    awq_classes: tuple[str, ...] = ("attn", "mlp")
+    # Promoted fractions the budget search also tries per setting (empty: only
+    # awq_extra_bits_frac), so it can trade promotion against the bit grid.
+    search_awq: tuple[float, ...] = ()
     # Seed for calibration sampling.
     seed: int = 0
 
@@ -174,6 +196,19 @@ class PackConfig:
         need(self.gptq in ("auto", "on", "off"), f"gptq must be auto, on or off, got {self.gptq!r}")
         need(self.gptq_samples >= 1 and self.gptq_seq_len >= 2, "gptq_samples/seq_len too small")
         need(0 <= self.gptq_damp < 1 and self.gptq_block >= 1, "gptq_damp in [0,1), block >= 1")
+        need(self.lqer_rank >= 0, "lqer_rank must be >= 0 (0 = off)")
+        need(
+            isinstance(self.lqer_bits, int) and 2 <= self.lqer_bits <= 8,
+            "lqer_bits must be an integer in 2..8",
+        )
+        need(self.lqer_min_gain >= 0, "lqer_min_gain must be >= 0 (0 = keep every correction)")
+        for name in ("lqer_classes", "awq_classes"):
+            bad = [c for c in getattr(self, name) if c not in _MATRIX_CLASSES]
+            need(not bad, f"{name} must be a subset of {_MATRIX_CLASSES}, got {bad}")
+        need(
+            0 <= self.awq_extra_bits_frac < 1 and all(0 <= f < 1 for f in self.search_awq),
+            "awq_extra_bits_frac and search_awq fractions must be in [0, 1)",
+        )
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -1,5 +1,8 @@
 """Header schema: JSON -> typed entries, enforcing rules R14, R16-R24 and R28 of the spec.
 
+Spec 1.2 adds the optional per-tensor ``lqer`` object (a low-rank correction); its streams
+take part in R23/R24 like any other.
+
 Every size is checked against a cap before it is multiplied or allocated (overflow-checked
 arithmetic), so a hostile header cannot ask for terabytes; R28 then bounds the decoded
 total by the file's own size, so it cannot ask for gigabytes from a few kilobytes either.
@@ -31,6 +34,33 @@ class StreamRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class LqerEntry:
+    """Low-rank correction of an int tensor (spec 1.2): W = q * scale + A @ B.
+
+    A is [rows, rank] and B is [rank, cols], each an intN matrix with one fp16 scale per row.
+    """
+
+    rank: int
+    scheme: str  # int2 .. int8, shared by A and B
+    a: StreamRef
+    a_scales: StreamRef
+    b: StreamRef
+    b_scales: StreamRef
+
+    @property
+    def bits(self) -> int:
+        return spec.int_scheme_bits(self.scheme)  # type: ignore[return-value]
+
+    def refs(self) -> tuple[tuple[str, StreamRef], ...]:
+        return (
+            ("lqer.a", self.a),
+            ("lqer.a_scales", self.a_scales),
+            ("lqer.b", self.b),
+            ("lqer.b_scales", self.b_scales),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class TensorEntry:
     name: str
     shape: tuple[int, ...]
@@ -41,6 +71,7 @@ class TensorEntry:
     scales: StreamRef | None
     pruned: int
     rel_err: float | None
+    lqer: LqerEntry | None = None  # optional low-rank correction (spec 1.2)
 
     @property
     def numel(self) -> int:
@@ -175,6 +206,8 @@ def _tensor(t: Any, i: int) -> TensorEntry:
         raise E.UnknownDtype(f"{name}: scale_dtype {t.get('scale_dtype')!r} is not float16")
     rel_err = t.get("rel_err")
     _need(rel_err is None or isinstance(rel_err, (int, float)), f"{name}: rel_err must be a number")
+    lqer = _lqer(t["lqer"], name) if "lqer" in t else None
+    _need(lqer is None or is_int, f"{name}: lqer is only defined for intN tensors")
     return TensorEntry(
         name=name,
         shape=shape,
@@ -185,7 +218,25 @@ def _tensor(t: Any, i: int) -> TensorEntry:
         scales=_ref(t.get("scales"), f"{name}.scales") if is_int else None,
         pruned=_int(t.get("pruned", 0), f"{name}.pruned"),
         rel_err=rel_err,
+        lqer=lqer,
     )
+
+
+def _lqer(raw: Any, name: str) -> LqerEntry:
+    """The optional ``lqer`` object of a tensor entry (spec 1.2, section 6.1)."""
+    _need(isinstance(raw, dict), f"{name}: lqer must be an object")
+    rank = raw.get("rank")
+    _need(
+        isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1,
+        f"{name}: lqer.rank must be an integer >= 1, got {rank!r}",
+    )
+    scheme = _str(raw.get("scheme"), f"{name}.lqer.scheme")
+    if spec.int_scheme_bits(scheme) is None:
+        raise E.UnknownScheme(f"{name}: lqer scheme {scheme!r} is not one of int2..int8")
+    if raw.get("scale_dtype", "float16") not in spec.SCALE_DTYPES:
+        raise E.UnknownDtype(f"{name}: lqer.scale_dtype {raw.get('scale_dtype')!r} is not float16")
+    refs = {k: _ref(raw.get(k), f"{name}.lqer.{k}") for k in ("a", "a_scales", "b", "b_scales")}
+    return LqerEntry(rank=rank, scheme=scheme, **refs)
 
 
 def _check_names(tensors: tuple[TensorEntry, ...]) -> None:
@@ -216,7 +267,8 @@ def _check_segment_layout(segments: tuple[Segment, ...], payload_len: int) -> No
 def _check_stream_layout(tensors: tuple[TensorEntry, ...], segments: tuple[Segment, ...]) -> None:
     by_segment: dict[int, list[tuple[int, int, str]]] = {}
     for t in tensors:
-        for label, ref in (("values", t.values), ("scales", t.scales)):
+        lqer = t.lqer.refs() if t.lqer is not None else ()
+        for label, ref in (("values", t.values), ("scales", t.scales), *lqer):
             if ref is None:
                 continue
             if ref.segment >= len(segments):
@@ -267,3 +319,26 @@ def _check_lengths(t: TensorEntry) -> None:
             f"{t.name}: values stream has {t.values.length} bytes, shape {list(t.shape)} with "
             f"scheme {t.scheme} needs {want}"
         )
+    if t.lqer is not None:
+        _check_lqer_lengths(t)
+
+
+def _check_lqer_lengths(t: TensorEntry) -> None:
+    lq = t.lqer
+    if lq.rank > min(t.rows, t.cols):
+        raise E.ShapeLengthMismatch(
+            f"{t.name}: lqer.rank {lq.rank} exceeds min(rows, cols) = {min(t.rows, t.cols)}"
+        )
+    scale = spec.SCALE_DTYPES["float16"]
+    want = {
+        "lqer.a": t.rows * lq.rank,
+        "lqer.a_scales": t.rows * scale,
+        "lqer.b": lq.rank * t.cols,
+        "lqer.b_scales": lq.rank * scale,
+    }
+    for label, ref in lq.refs():
+        if ref.length != want[label]:
+            raise E.ShapeLengthMismatch(
+                f"{t.name}: {label} stream has {ref.length} bytes, rank {lq.rank} of shape "
+                f"{list(t.shape)} needs {want[label]}"
+            )

@@ -75,7 +75,10 @@ def load_artifact(
     for t in header.tensors:
         values = _slice(raw, t.values)
         scales = _slice(raw, t.scales) if t.scales is not None else None
-        state[t.name] = schemes.decode(t, values, scales)
+        lqer = None
+        if t.lqer is not None:  # spec 1.2: low-rank correction added after dequantization
+            lqer = {label[5:]: _slice(raw, ref) for label, ref in t.lqer.refs()}
+        state[t.name] = schemes.decode(t, values, scales, lqer)
     art = Artifact(state, header.model, header.tokenizer, header, len(data))
     if tokenizer_path is not None:
         check_tokenizer(art.tokenizer, tokenizer_path)

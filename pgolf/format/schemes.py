@@ -44,13 +44,61 @@ def encode_int(q: torch.Tensor, scales: torch.Tensor) -> tuple[bytes, bytes]:
     return values, scales.contiguous().reshape(-1).view(torch.int16).numpy().astype("<i2").tobytes()
 
 
-def decode(t: TensorEntry, values: memoryview, scales: memoryview | None) -> torch.Tensor:
-    """Float32 tensor of entry ``t`` from its streams; rules R25/R26 are checked here."""
+def decode(
+    t: TensorEntry,
+    values: memoryview,
+    scales: memoryview | None,
+    lqer: dict[str, memoryview] | None = None,
+) -> torch.Tensor:
+    """Float32 tensor of entry ``t`` from its streams; rules R25/R26 are checked here.
+
+    ``lqer``: the streams of ``t.lqer`` ("a", "a_scales", "b", "b_scales"), when it has one.
+    """
     if t.bits is None:
         out = decode_passthrough_bytes(values, t.scheme)
     else:
         out = _decode_int(t, values, scales)
+        if t.lqer is not None:
+            assert lqer is not None, "the reader passes the lqer streams"
+            a = _int_matrix(f"{t.name}.lqer.a", t.lqer.bits, lqer["a"], lqer["a_scales"], t.rows)
+            b = _int_matrix(
+                f"{t.name}.lqer.b", t.lqer.bits, lqer["b"], lqer["b_scales"], t.lqer.rank
+            )
+            out = torch.from_numpy(add_low_rank(out.numpy().reshape(t.rows, t.cols), a, b))
     return out.reshape(t.shape)
+
+
+def _int_matrix(what: str, bits: int, values: memoryview, scales: memoryview, rows: int):
+    """[rows, n] float32 matrix q * fp16 scale (one scale per row), R25/R26 checked."""
+    q = np.frombuffer(values, np.int8)
+    m = (1 << (bits - 1)) - 1
+    if q.size and (int(q.max()) > m or int(q.min()) < -m):
+        raise E.SymbolOutOfRange(f"{what}: a level lies outside the int{bits} grid [-{m}, {m}]")
+    s = np.frombuffer(scales, "<f2").astype(np.float32)
+    if not np.all(np.isfinite(s)):
+        raise E.NonFiniteScale(f"{what}: a scale is inf or NaN")
+    out = q.reshape(rows, -1).astype(np.float32)
+    out *= s[:, None]
+    return out
+
+
+def add_low_rank(base: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``base + a @ b`` in the order the spec fixes (section 6.1), so every reader gets the
+    same bits: for k = 0 .. rank-1, W = W + float32(a[:, k] * b[k, :]), each product and sum
+    one IEEE single-precision operation (a BLAS matmul would reorder and fuse them)."""
+    out = np.array(base, dtype=np.float32, copy=True)
+    for k in range(a.shape[1]):
+        out += np.multiply.outer(a[:, k], b[k, :])
+    return out
+
+
+def encode_lqer(
+    qa: torch.Tensor, sa: torch.Tensor, qb: torch.Tensor, sb: torch.Tensor
+) -> dict[str, bytes]:
+    """The four lqer streams: levels of A [rows, rank] and B [rank, cols], their fp16 scales."""
+    a, a_scales = encode_int(qa, sa)
+    b, b_scales = encode_int(qb, sb)
+    return {"a": a, "a_scales": a_scales, "b": b, "b_scales": b_scales}
 
 
 def _decode_int(t: TensorEntry, values: memoryview, scales: memoryview) -> torch.Tensor:

@@ -8,6 +8,10 @@ import struct
 MAGIC = b"\x89PGF\r\n\x1a\n"  # PNG-style: a text-mode transfer or a truncated copy breaks it.
 MAJOR = 1  # Container layout version; a reader accepts exactly its own major.
 MINOR = 0  # Additions a v1.0 reader may ignore (new optional header keys).
+# Minor written by files that use the optional per-tensor ``lqer`` key (spec 1.2). A 1.0
+# reader that ignores the key still refuses such a file (R23: its streams are unreferenced
+# bytes to it), so it can never decode the weights without their correction.
+MINOR_LQER = 1
 SCHEME_VERSION = 1  # Meaning of the quantization schemes (intN = q * fp16 scale per row/group).
 
 # Preamble: magic, major, minor, scheme version, header codec, reserved,

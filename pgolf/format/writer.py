@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pgolf.format import codecs, rans
+from pgolf.format import codecs, rans, spec
 from pgolf.format.container import assemble
 
 
@@ -26,13 +26,26 @@ class EncodedTensor:
     group_size: int = 0
     pruned: int = 0
     rel_err: float | None = None
+    # Optional low-rank correction (spec 1.2): rank, scheme ("int4") and the four streams
+    # "a", "a_scales", "b", "b_scales" (schemes.encode_lqer), referenced as "lqer.a" etc.
+    lqer_rank: int = 0
+    lqer_scheme: str = ""
+    lqer: dict[str, bytes] | None = None
+
+    def stream(self, which: str) -> bytes:
+        """Bytes of stream ``which``: "values", "scales" or "lqer.a" / "lqer.b_scales" / ..."""
+        if which.startswith("lqer."):
+            assert self.lqer is not None, f"{self.name} has no lqer streams"
+            return self.lqer[which[5:]]
+        return getattr(self, which)
 
 
 @dataclasses.dataclass(frozen=True)
 class SegmentPlan:
     codec: str
     filter: str
-    members: tuple[tuple[str, str], ...]  # (tensor name, "values" | "scales") in byte order
+    # (tensor name, "values" | "scales" | "lqer.a" | "lqer.a_scales" | ...) in byte order
+    members: tuple[tuple[str, str], ...]
 
 
 def build(
@@ -58,7 +71,7 @@ def layout(
     for i, seg in enumerate(plan):
         parts, at = [], 0
         for name, which in seg.members:
-            blob = getattr(by_name[name], which)
+            blob = by_name[name].stream(which)
             refs[(name, which)] = [i, at, len(blob)]
             parts.append(blob)
             at += len(blob)
@@ -97,7 +110,10 @@ def finish(
         "tensors": [_entry(t, refs) for t in tensors],
         "meta": meta or {},
     }
-    return assemble(header, b"".join(blobs))
+    # Files with a low-rank correction say so in the preamble's minor (spec 1.2); files
+    # without one stay byte-identical to what 1.0 writers produced.
+    minor = spec.MINOR_LQER if any(t.lqer for t in tensors) else spec.MINOR
+    return assemble(header, b"".join(blobs), minor=minor)
 
 
 def compress_segments(raws: list[bytes], codec_names: list[str]) -> list[bytes]:
@@ -127,4 +143,11 @@ def _entry(t: EncodedTensor, refs: dict[tuple[str, str], list[int]]) -> dict[str
         e.update(scales=refs[(t.name, "scales")], scale_dtype="float16", group_size=t.group_size)
     if t.rel_err is not None:
         e["rel_err"] = round(float(t.rel_err), 7)
+    if t.lqer:
+        e["lqer"] = {
+            "rank": t.lqer_rank,
+            "scheme": t.lqer_scheme,
+            "scale_dtype": "float16",
+            **{k: refs[(t.name, f"lqer.{k}")] for k in ("a", "a_scales", "b", "b_scales")},
+        }
     return e

@@ -93,9 +93,11 @@ def pack_checkpoint(
     }
     cache: dict = {}  # compressed streams shared by the packs of the search
 
-    def pack_fn(setting, prune) -> PackResult:
+    def pack_fn(setting, prune, awq=None) -> PackResult:
         bits = setting or (cfg.embed_bits, cfg.attn_bits, cfg.mlp_bits)
         m = dict(meta, bits=format_bits(bits), prune=prune)
+        if awq is not None:
+            m["awq_extra_bits_frac"] = awq
         res = pack_state(
             tensors,
             model=to_dict(run.model),
@@ -107,6 +109,7 @@ def pack_checkpoint(
             quantizer=quantizer,
             progress=progress,
             cache=cache,
+            awq_frac=awq,
         )
         clock.packs += 1
         for phase, seconds in res.phases.items():
@@ -115,7 +118,7 @@ def pack_checkpoint(
 
     if cfg.search:
         if estimated is None:
-            rows, _ = B.estimate(tensors, cfg)
+            rows, _ = B.estimate(tensors, cfg, act=_act(quantizer, cfg))
             clock.done("estimate", settings=len(rows))
         try:
             result, row, rows = B.search(tensors, cfg, code, pack_fn, rows=rows)
@@ -192,8 +195,22 @@ class PhaseClock:
 
 def overlap(cfg: PackConfig) -> bool:
     """Estimate on a CPU thread during calibration: only when calibration runs on the GPU
-    (on the CPU both would share the same cores)."""
-    return cfg.search and use_gptq(cfg) and torch.cuda.is_available()
+    (on the CPU both would share the same cores) and AWQ-lite, which ranks matrices by the
+    calibration's statistics, is off."""
+    return cfg.search and use_gptq(cfg) and torch.cuda.is_available() and not _uses_awq(cfg)
+
+
+def _uses_awq(cfg: PackConfig) -> bool:
+    return cfg.awq_extra_bits_frac > 0 or any(f > 0 for f in cfg.search_awq)
+
+
+def _act(quantizer, cfg: PackConfig):
+    """AWQ-lite's input second moments from GPTQ's Hessians (None: weight-space salience)."""
+    if quantizer is None or not _uses_awq(cfg):
+        return None
+    from pgolf.pack import awq
+
+    return awq.act_stats(quantizer.hessians)
 
 
 def _timed(fn, *args):

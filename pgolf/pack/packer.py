@@ -3,7 +3,9 @@
 Tensors are handled in name order so the output never depends on the checkpoint's order.
 Each integer tensor's values get their own segment (so each gets its own rANS histogram
 and its own codec choice); scales and fp16/bf16 control tensors share one byte-shuffled
-float segment, fp32 control tensors another.
+float segment, fp32 control tensors another. LQER corrections (pack.lqer_rank) share one
+more segment of their own, so their bytes are one exact number in the header; AWQ-lite
+(pack.awq_extra_bits_frac) only changes which bits a matrix is quantized at.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class PackResult:
     classes: dict[str, str]  # tensor name -> class
     rel_err: dict[str, float]  # tensor name -> relative squared error
     seconds: float
+    # AWQ-lite: name -> promoted bits of the matrices that got one more bit.
+    promoted: dict[str, float] = dataclasses.field(default_factory=dict)
     # Wall seconds of this pack's phases: "quantize" (pruning, clip search, GPTQ) and "code"
     # (codec trials and container assembly).
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -53,8 +57,15 @@ def encode_tensors(
     prune_fraction: float | None = None,
     quantizer=None,
     progress: bool = False,
+    awq_frac: float | None = None,
+    promoted: dict[str, float] | None = None,
 ) -> tuple[list[EncodedTensor], dict[str, str]]:
-    """Prune and quantize every tensor; ``quantizer`` (GPTQ) may replace clip-search RTN."""
+    """Prune and quantize every tensor; ``quantizer`` (GPTQ) may replace clip-search RTN.
+
+    ``awq_frac`` (default ``cfg.awq_extra_bits_frac``) promotes that fraction of the
+    parameters by one bit (AWQ-lite, with GPTQ's Hessians when the quantizer has them);
+    the promoted names and bits are written into ``promoted`` when given.
+    """
     names = sorted(tensors)
     classes = {n: Q.classify(n, tensors[n], cfg) for n in names}
     mats = {n: tensors[n] for n in names if classes[n] != "control"}
@@ -70,6 +81,14 @@ def encode_tensors(
         pruned_w, pruned = Q.prune(w.float(), thresholds[name])
         clip = Q.fixed_clip(w, classes[name], cfg)  # of the unpruned rows: pruning keeps the grid
         prepared[name] = (w, dtype, bits, pruned_w, pruned, clip)
+    awq_f = cfg.awq_extra_bits_frac if awq_frac is None else awq_frac
+    if awq_f > 0:
+        bits_of = {n: p[2] for n, p in prepared.items()}
+        up = promotion(mats, classes, bits_of, cfg, awq_f, quantizer)
+        for name, bits in up.items():
+            prepared[name] = (*prepared[name][:2], bits, *prepared[name][3:])
+        if promoted is not None:
+            promoted.update(up)
     done = {}
     if quantizer is not None:
         jobs = [(n, p[3], p[2], p[5]) for n, p in prepared.items() if p[3].dim() == 2]
@@ -91,7 +110,15 @@ def encode_tensors(
         w, dtype, bits, pruned_w, pruned, clip = prepared.pop(name)
         qt = done.get(name) or Q.quantize(pruned_w, bits, cfg.group_size, ratios, clip=clip)
         values, scales = schemes.encode_int(qt.q, qt.scales)
-        err = Q.rel_sq_error(w, qt.dequantize())
+        w_hat, corr = qt.dequantize(), None
+        if cfg.lqer_rank > 0 and classes[name] in cfg.lqer_classes and w.dim() == 2:
+            from pgolf.pack import lqer  # only configs with LQER carry it (export.bundle)
+
+            corr, w_hat = lqer.correct(w, w_hat, cfg, ratios)
+        err = Q.rel_sq_error(w, w_hat)
+        extra = {}
+        if corr is not None:
+            extra = dict(lqer_rank=corr.rank, lqer_scheme=f"int{corr.bits}", lqer=corr.streams())
         out.append(
             EncodedTensor(
                 name,
@@ -103,9 +130,24 @@ def encode_tensors(
                 cfg.group_size,
                 pruned,
                 err,
+                **extra,
             )
         )
     return out, classes
+
+
+def promotion(mats, classes, bits, cfg: PackConfig, frac: float, quantizer=None):
+    """AWQ-lite's {name: promoted bits}; activation statistics from the GPTQ quantizer."""
+    from pgolf.pack import awq  # only configs with AWQ-lite carry it (export.bundle)
+
+    act = awq.act_stats(getattr(quantizer, "hessians", None))
+    names = awq.candidates({n: classes[n] for n in mats}, cfg, act)
+    sal = {
+        n: awq.salience(mats[n], bits[n], classes[n], cfg, None if act is None else act[n])
+        for n in names
+    }
+    numel = {n: mats[n].numel() for n in mats}
+    return awq.promote(numel, sal, {n: bits[n] for n in names}, frac)
 
 
 def _float_tensor(name: str, w: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -135,6 +177,12 @@ def plan_and_compress(
     cache = {} if cache is None else cache
     ints = [t for t in encoded if t.scales is not None]
     value_plan = [SegmentPlan("?", "none", ((t.name, "values"),)) for t in ints]
+    corrected = [t.name for t in encoded if t.lqer]
+    if corrected:  # every correction in one segment: its stored length is their exact bytes
+        streams = ("lqer.a", "lqer.a_scales", "lqer.b", "lqer.b_scales")
+        value_plan.append(
+            SegmentPlan("?", "none", tuple((n, k) for n in corrected for k in streams))
+        )
     value_raws, _ = layout(encoded, value_plan)
     groups = {2: [], 4: []}  # element width -> members of that float segment
     for t in encoded:
@@ -221,6 +269,7 @@ def pack_state(
     quantizer=None,
     progress: bool = False,
     cache: dict | None = None,
+    awq_frac: float | None = None,
 ) -> PackResult:
     """One complete pack of ``tensors`` at one setting (no budget logic); ``cache`` carries
     compressed streams from one pack to the next (plan_and_compress)."""
@@ -232,10 +281,17 @@ def pack_state(
         prune_fraction=prune_fraction,
         quantizer=quantizer,
         progress=progress,
+        awq_frac=awq_frac,
+        promoted=(promoted := {}),
     )
+    if promoted or any(t.lqer for t in encoded):  # informational: what the switches did
+        meta = dict(meta or {}, awq_promoted=sorted(promoted))
+        meta["lqer_tensors"] = sorted(t.name for t in encoded if t.lqer)
     t1 = time.perf_counter()
     plan, raws, blobs, refs = plan_and_compress(encoded, cfg, cache)
     data = finish(encoded, plan, raws, blobs, refs, model=model, tokenizer=tokenizer, meta=meta)
     errs = {t.name: t.rel_err for t in encoded}
     t2 = time.perf_counter()
-    return PackResult(data, classes, errs, t2 - t0, {"quantize": t1 - t0, "code": t2 - t1})
+    return PackResult(
+        data, classes, errs, t2 - t0, promoted, {"quantize": t1 - t0, "code": t2 - t1}
+    )

@@ -166,6 +166,28 @@ def test_shake_drops_only_unused_definitions():
     assert "def g" not in out and "def f" in out and "A = 1" in out and "B = x.f()" in out
 
 
+def test_drop_messages_keeps_the_checks_and_drops_their_text():
+    src = (
+        "def need(cond, msg):\n    if not cond:\n        raise ValueError(msg)\n"
+        "def hint(x):\n    return x\n"
+        "def f(x, e):\n    need(x > 0, f'bad {hint(x)}')\n    assert x, 'why'\n"
+        "    if x > 9:\n        raise KeyError('too big: ' + str(x))\n"
+        "    if x > 8:\n        raise ValueError(str(e))\n"
+        "    raise ModuleNotFoundError(\"No module named 'pgolf.x'\")\n"
+        "f(1, 2)\n"
+    )
+    out = merge.shake(merge.drop_messages(src))
+    assert "need(x > 0, '')" in out and "assert x\n" in out and "KeyError('')" in out
+    assert "raise ValueError(msg)" in out and "ValueError(str(e))" in out
+    assert "No module named 'pgolf.x'" in out and "def hint" not in out
+    space: dict = {}
+    exec(compile(out.replace("f(1, 2)", ""), "t", "exec"), space)
+    with pytest.raises(ValueError):
+        space["f"](-1, 0)
+    with pytest.raises(KeyError):
+        space["f"](10, 0)
+
+
 def test_default_program_is_one_module_without_pgolf_imports():
     text = bundle.merged_program(bundle.run_modules(resolve("default")), bundle.package_root())
     imported = set()

@@ -188,7 +188,7 @@ def merged_program(names: list[str], root: Path) -> str:
         lambda n: module_path(n, root) is not None,
         ENTRY,
     )
-    text = _minify(merge.shake(source))
+    text = _minify(merge.shake(merge.drop_messages(source)))
     if "C" in merge.module_bindings(text):
         raise merge.MergeError("the minified program binds C, the name of the embedded config")
     try:

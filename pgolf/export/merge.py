@@ -746,3 +746,71 @@ def _keep_signature_annotations(tree: ast.Module) -> None:
 
     tree.body = visit(tree.body)
     ast.fix_missing_locations(tree)
+
+
+def _is_text(node: ast.expr) -> bool:
+    """A message: a str literal, an f-string, or a ``+`` / ``%`` / ``.format`` of them."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mod)):
+        return _is_text(node.left)
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+        and _is_text(node.func.value)
+    )
+
+
+def _checker(node: ast.stmt) -> str | None:
+    """The name of a module-level ``def f(cond, msg): if not cond: raise E(msg)``, else None."""
+    if not isinstance(node, ast.FunctionDef) or node.decorator_list:
+        return None
+    a = node.args
+    if a.posonlyargs or a.vararg or a.kwonlyargs or a.kwarg or a.defaults or len(a.args) != 2:
+        return None
+    cond, msg = (x.arg for x in a.args)
+    body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+    want = f"if not {cond}:\n    raise {{}}({msg})"
+    if len(body) != 1 or not isinstance(body[0], ast.If) or body[0].orelse:
+        return None
+    raise_ = body[0].body[0] if len(body[0].body) == 1 else None
+    if not isinstance(raise_, ast.Raise) or not isinstance(raise_.exc, ast.Call):
+        return None
+    if ast.unparse(body[0]) != want.format(ast.unparse(raise_.exc.func)):
+        return None
+    return node.name
+
+
+def drop_messages(source: str) -> str:
+    """``source`` with the text of the exceptions it raises replaced by ``''``.
+
+    The checks stay; only their messages go: the first argument of ``raise E(...)`` and of
+    calls of a check helper (``def need(cond, msg): if not cond: raise E(msg)``) and an
+    assert's message, where that is text (a literal, an f-string, or text ``+``/``%``/
+    ``.format`` something). A message built otherwise (``str(e)``) is kept, and so is the
+    ``ModuleNotFoundError`` of a module not carried. Whatever only the messages used (a
+    did-you-mean helper) is then left for ``shake`` to drop.
+    """
+    tree = ast.parse(source)
+    checkers = {n for n in map(_checker, tree.body) if n}
+    for node in ast.walk(tree):
+        call = None
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            call = node.exc
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in checkers and len(node.args) == 2 and _is_text(node.args[1]):
+                node.args[1] = ast.Constant("")
+        elif isinstance(node, ast.Assert) and node.msg is not None and _is_text(node.msg):
+            node.msg = None
+        # an import of a module not carried keeps "No module named ...", as without pgolf
+        if (
+            call is not None
+            and ast.unparse(call.func) != "ModuleNotFoundError"
+            and call.args
+            and _is_text(call.args[0])
+        ):
+            call.args[0] = ast.Constant("")
+    return ast.unparse(tree)

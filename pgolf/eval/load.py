@@ -3,6 +3,10 @@
 All artifact access goes through ``load_artifact``, so the evaluator depends on the
 container only here. Besides ``.pgolf`` artifacts it accepts a full-precision run dir (or
 its ``.safetensors`` file), which gives the pre-quantization val_bpb of the same run.
+
+Artifacts of container spec 1.2 may carry low-rank corrections (``lqer``) of their integer
+tensors; the container reader adds them while decoding, in the order the spec fixes, so
+``state`` is the corrected weights and this module needs nothing from the packer.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class LoadedArtifact:
     artifact_bytes: int  # size of the file(s) read (the artifact's own byte count)
     seconds: float  # wall time to read, verify and decompress
     kind: str  # "artifact" or "checkpoint"
+    # Tensors whose decoded weights include a low-rank correction (spec 1.2 ``lqer``).
+    lqer_tensors: int = 0
 
 
 def load_artifact(path: str | Path) -> LoadedArtifact:
@@ -70,6 +76,7 @@ def _from_container(path: Path) -> LoadedArtifact:
         artifact_bytes=art.file_bytes,
         seconds=0.0,
         kind="artifact",
+        lqer_tensors=sum(t.lqer is not None for t in art.header.tensors),
     )
 
 

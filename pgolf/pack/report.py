@@ -15,24 +15,42 @@ def tensor_rows(header: Header) -> list[dict[str, Any]]:
     seg_ratio = [s.length / s.raw_length if s.raw_length else 0.0 for s in header.segments]
     rows = []
     for t in header.tensors:
-        stored = 0.0
+        stored = lqer = 0.0
         for ref in (t.values, t.scales):
             if ref is not None:
                 stored += ref.length * seg_ratio[ref.segment]
+        for _, ref in t.lqer.refs() if t.lqer is not None else ():
+            lqer += ref.length * seg_ratio[ref.segment]
         rows.append(
             {
                 "name": t.name,
                 "shape": list(t.shape),
                 "params": t.numel,
-                "scheme": t.scheme + (f"/g{t.group_size}" if t.group_size else ""),
+                "scheme": t.scheme
+                + (f"/g{t.group_size}" if t.group_size else "")
+                + (f"+r{t.lqer.rank}" if t.lqer is not None else ""),
                 "codec": header.segments[t.values.segment].codec,
                 "raw_bytes": t.numel * spec.DTYPES[t.dtype],
-                "stored_bytes": stored,
+                "stored_bytes": stored + lqer,  # the correction's share included
+                "lqer_rank": t.lqer.rank if t.lqer is not None else 0,
+                "lqer_bytes": lqer,
                 "pruned": t.pruned,
                 "rel_err": t.rel_err,
             }
         )
     return rows
+
+
+def lqer_segment_bytes(header: Header) -> int:
+    """Stored bytes of the segments every stream of which belongs to an LQER correction."""
+    kinds: dict[int, set[bool]] = {}
+    for t in header.tensors:
+        for ref in (t.values, t.scales):
+            if ref is not None:
+                kinds.setdefault(ref.segment, set()).add(False)
+        for _, ref in t.lqer.refs() if t.lqer is not None else ():
+            kinds.setdefault(ref.segment, set()).add(True)
+    return sum(header.segments[i].length for i, k in kinds.items() if k == {True})
 
 
 def group_of(name: str) -> str:
@@ -46,6 +64,7 @@ def summary(header: Header, file_bytes: int, code_bytes: int, budget: int) -> di
     payload = sum(s.length for s in header.segments)
     for r in rows:
         r["stored_bytes"] = round(r["stored_bytes"])
+        r["lqer_bytes"] = round(r["lqer_bytes"])
         r["share"] = r["stored_bytes"] / file_bytes if file_bytes else 0.0
     total = file_bytes + code_bytes
     return {
@@ -59,6 +78,9 @@ def summary(header: Header, file_bytes: int, code_bytes: int, budget: int) -> di
         "tensors": rows,
         "params": sum(r["params"] for r in rows),
         "payload_bytes": payload,
+        # Stored bytes of the segments that hold only LQER streams (pgolf's packer puts every
+        # correction in one): exact, where the per-tensor split is proportional.
+        "lqer_bytes": lqer_segment_bytes(header),
         "header_bytes": file_bytes - payload,
         "file_bytes": file_bytes,
         "code_bytes": code_bytes,
@@ -89,7 +111,8 @@ def format_summary(s: dict[str, Any]) -> str:
     lines += [
         "",
         f"params:{s['params']} payload_bytes:{s['payload_bytes']} header_bytes:"
-        f"{s['header_bytes']} file_bytes:{s['file_bytes']}",
+        f"{s['header_bytes']} file_bytes:{s['file_bytes']}"
+        + (f" lqer_bytes:{s['lqer_bytes']}" if s["lqer_bytes"] else ""),
         f"code_bytes:{s['code_bytes']} total_bytes:{s['total_bytes']} budget_bytes:"
         f"{s['budget_bytes']} headroom_bytes:{s['headroom_bytes']} fits:"
         f"{str(s['fits']).lower()}",

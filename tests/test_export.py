@@ -69,6 +69,10 @@ def test_default_modules_leave_out_what_the_run_never_runs():
     assert not any(n.endswith(".cli") for n in names)
     off = bundle.run_modules(resolve("default", ["pack.gptq=off"]))
     assert "pgolf.pack.gptq" in names and "pgolf.pack.gptq" not in off
+    optional = ("pgolf.eval.ngram", "pgolf.pack.lqer", "pgolf.pack.awq")
+    assert not any(m in names for m in optional)
+    on = ["eval.ngram_tilt=true", "pack.lqer_rank=4", "pack.search_awq=0,0.01"]
+    assert set(optional) <= set(bundle.run_modules(resolve("default", on)))
 
 
 def test_merge_puts_modules_in_one_namespace():

@@ -48,6 +48,11 @@ OPTIONAL = {
     "pgolf.model.fa4": lambda run: run.model.attention_backend in ("auto", "fa4"),
     "pgolf.eval.ttt_lora": lambda run: run.eval.uses_lora,
     "pgolf.eval.ttt_phased": lambda run: run.eval.uses_phased,
+    "pgolf.eval.ngram": lambda run: run.eval.ngram_tilt,
+    "pgolf.pack.lqer": lambda run: run.pack.lqer_rank > 0,
+    "pgolf.pack.awq": lambda run: (
+        run.pack.awq_extra_bits_frac > 0 or any(f > 0 for f in run.pack.search_awq)
+    ),
 }
 # The decompressed program: the merged, minified modules, with the run's config as C (a name
 # the program reads but never binds, so the minifier leaves it) and a last line that runs.

@@ -3,15 +3,15 @@
 The challenge counts one file that trains, packs and evaluates. We generate it instead of
 keeping a second copy: starting from ``pgolf.export.entry`` we follow every ``pgolf.*``
 import (module level and inside functions), drop the modules the run path never executes,
-merge the rest into one module (pgolf.export.merge: one namespace, unused definitions
-dropped), minify it (``python_minifier``: docstrings, comments, annotations, global and
+merge the rest into one module (pgolf.export.merge: one namespace, exception messages and
+unused definitions dropped), minify it (``python_minifier``: docstrings, comments, annotations, global and
 local names) and ship
 
     from __future__ import annotations; C = the run's config (fields that differ from the
     defaults); the program; main(C, __file__)
 
-compressed (lzma or brotli, whichever is smaller) and base85-encoded behind a one-line
-``exec`` stub, as records do. The script's size is what ``pgolf pack`` counts against the
+compressed (lzma or brotli, whichever is smaller) behind a one-line ``exec`` stub, as records
+do, but as raw bytes in a latin-1 string literal (the file says ``#coding:l1``), not base85. The script's size is what ``pgolf pack`` counts against the
 budget, so it is measured by generating it: cached per config in the process, and the
 minified program on disk (merging and minifying take seconds).
 """

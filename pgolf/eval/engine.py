@@ -27,7 +27,14 @@ from torch import nn
 
 from pgolf.config.eval import EvalConfig
 from pgolf.data.bpb import ByteTable
-from pgolf.eval.score import NllFn, Scorer, ScoreTotals, autocast_ctx, make_nll_fn
+from pgolf.eval.score import (
+    NllFn,
+    Scorer,
+    ScoreTotals,
+    autocast_ctx,
+    make_logits_fn,
+    make_nll_fn,
+)
 from pgolf.eval.ttt import TwoPhaseTTT
 from pgolf.eval.windows import block_bounds, chunk_blocks, windows_for_blocks
 from pgolf.runtime import Dist
@@ -119,13 +126,38 @@ def _adapt(adapters: list, clock: _Clock, chunk: int, c0: int, c1: int) -> None:
             adapter.adapt(chunk, c0, c1)
 
 
-def _warm_up(forward: NllFn, adapters: list, cfg: EvalConfig, d: Dist) -> None:
+def make_tilt(
+    model: nn.Module, stream: torch.Tensor, vocab: int, cfg: EvalConfig, compiled: bool
+) -> tuple[Any, Any]:
+    """(NgramTilt, logits function) when ``eval.ngram_tilt`` is on, else (None, None)."""
+    if not cfg.ngram_tilt:
+        return None, None
+    # Imported here: an exported train_gpt.py carries (and counts) it only when switched on.
+    from pgolf.eval.ngram import NgramTilt
+
+    tilt = NgramTilt(
+        stream,
+        vocab,
+        order=cfg.ngram_order,
+        lam=cfg.ngram_lambda,
+        table_bits=cfg.ngram_table_bits,
+        min_count=cfg.ngram_min_count,
+    )
+    return tilt, make_logits_fn(model, compile=compiled)
+
+
+def _warm_up(
+    forward: NllFn, adapters: list, cfg: EvalConfig, d: Dist, logits_fn: Any = None
+) -> None:
     """Compile the scoring graph (and TTT graphs) on dummy tokens; takes no optimizer step."""
     dev = d.device
     x = torch.zeros(cfg.batch_windows, cfg.window, dtype=torch.long, device=dev)
     with torch.no_grad(), autocast_ctx(dev, cfg.autocast_bf16):
         for keep in {cfg.window, cfg.stride}:
-            forward(x, x, keep)
+            if logits_fn is not None:
+                logits_fn(x, keep)
+            else:
+                forward(x, x, keep)
     if not adapters:
         return
     # The micro-batch a rank really runs on a full chunk (8 ranks share a chunk's sequences).
@@ -151,6 +183,8 @@ def run_eval(
     stream = device_stream(tokens, dev)
     forward, compiled = make_forward(model, cfg, dev)
     clock = _Clock(dev)
+    vocab = getattr(model, "vocab_size", table.vocab_size)
+    tilt, logits_fn = make_tilt(model, stream, vocab, cfg, compiled)
     scorer = Scorer(
         forward,
         stream,
@@ -161,12 +195,14 @@ def run_eval(
         d=d,
         bf16=cfg.autocast_bf16,
         keep_token_nll=keep_token_nll,
+        tilt=tilt,
+        logits_fn=logits_fn,
     )
     adapters = make_adapters(model, forward, stream, cfg, d) if cfg.ttt != "none" else []
     try:
         if compiled:
             with clock("compile"):
-                _warm_up(forward, adapters, cfg, d)
+                _warm_up(forward, adapters, cfg, d, logits_fn)
         totals, n_chunks = _score_and_adapt(scorer, adapters, stream.numel(), cfg, clock)
     finally:
         for adapter in adapters:
@@ -176,6 +212,13 @@ def run_eval(
     for adapter in adapters:
         info.update(adapter.trainable_counts)
     info.update({f"time_{k}_s": v for k, v in clock.times.items() if k.startswith("ttt_")})
+    if tilt is not None:
+        # Part of time_score_s (the tilt runs inside scoring), reported on its own.
+        info["time_ngram_s"] = scorer.tilt_seconds
+        hits = tilt.hits.clone()
+        if d.distributed:
+            torch.distributed.all_reduce(hits)
+        info["ngram_hits"] = int(hits)
     steps = sum(a.steps_taken for a in adapters)
     return EvalResult(totals, clock.times, n_chunks, steps, info)
 

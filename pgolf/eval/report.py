@@ -39,7 +39,7 @@ def build_report(
     artifact_path: str,
 ) -> dict[str, Any]:
     t = result.totals
-    ttt = {k: v for k, v in dataclasses.asdict(cfg).items() if k.startswith("ttt")}
+    ttt = {k: v for k, v in dataclasses.asdict(cfg).items() if k.startswith(("ttt", "ngram"))}
     return {
         "val_bpb": t.val_bpb,
         "val_loss": t.val_loss,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +53,27 @@ def make_nll_fn(model: nn.Module, compile: bool = False) -> NllFn:
             return model(x, y, reduction="none").float()[:, -keep:]
 
     return torch.compile(nll_fn, dynamic=False) if compile else nll_fn
+
+
+def make_logits_fn(model: nn.Module, compile: bool = False) -> Callable:
+    """fp32 logits [B, keep, V] of the last ``keep`` positions (the n-gram tilt needs the whole
+    distribution, not only the target's NLL)."""
+    if not (hasattr(model, "hidden") and hasattr(model, "logits")):
+        raise ValueError(
+            "eval.ngram_tilt needs a model with hidden()/logits() (pgolf's GPT); "
+            "set eval.ngram_tilt=false for this model"
+        )
+
+    def logits_fn(x: torch.Tensor, keep: int) -> torch.Tensor:
+        return model.logits(model.hidden(x)[:, -keep:]).float()
+
+    return torch.compile(logits_fn, dynamic=False) if compile else logits_fn
+
+
+def _plain_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The same cross-entropy as ``make_nll_fn`` (so a zero tilt gives the plain score)."""
+    flat = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+    return flat.view(y.shape)
 
 
 @dataclasses.dataclass
@@ -103,8 +126,13 @@ class Scorer:
         d: Dist,
         bf16: bool = True,
         keep_token_nll: bool = False,
+        tilt: Any = None,
+        logits_fn: Callable | None = None,
     ) -> None:
         self.nll_fn = nll_fn
+        # Optional n-gram tilt (pgolf.eval.ngram.NgramTilt) and the logits function it needs;
+        # ``tilt_seconds`` is its share of the scoring time.
+        self.tilt, self.logits_fn, self.tilt_seconds = tilt, logits_fn, 0.0
         self.tokens = tokens  # int64 [N] on the device
         self.tables = tables
         self.window = window
@@ -120,8 +148,9 @@ class Scorer:
         tail = self.window - self.stride
         return self.stride if len(w) == 0 or int(w.lo.min()) >= tail else self.window
 
-    def _batch(self, w: Windows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inputs, targets [batch, W] and the scored-row mask; missing rows are empty."""
+    def _batch(self, w: Windows) -> tuple[torch.Tensor, ...]:
+        """Inputs, targets [batch, W], the scored-row mask and each row's target position;
+        missing rows are empty."""
         dev = self.tokens.device
         pad = self.batch - len(w)
         starts = torch.as_tensor(np.pad(w.starts, (0, pad)), device=dev)
@@ -132,7 +161,7 @@ class Scorer:
         seq = self.tokens[idx]
         rows = self._offsets[None, :-1]
         mask = (rows >= lo[:, None]) & (rows < hi[:, None])
-        return seq[:, :-1], seq[:, 1:], mask
+        return seq[:, :-1], seq[:, 1:], mask, idx[:, 1:]
 
     @torch.no_grad()
     def _local(self, w: Windows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,9 +172,14 @@ class Scorer:
         for a in range(0, len(w), self.batch):
             part = w.slice(a, a + self.batch)
             keep = self.keep_for(part)
-            x, y, mask = self._batch(part)
-            with autocast_ctx(dev, self.bf16):
-                nll = self.nll_fn(x, y, keep)
+            x, y, mask, pos = self._batch(part)
+            if self.tilt is None:
+                with autocast_ctx(dev, self.bf16):
+                    nll = self.nll_fn(x, y, keep)
+            else:
+                with autocast_ctx(dev, self.bf16):
+                    logits = self.logits_fn(x, keep)
+                nll = self._tilted(logits, y[:, -keep:], mask[:, -keep:], pos[:, -keep:], part)
             x, y, mask = x[:, -keep:], y[:, -keep:], mask[:, -keep:]
             nll = nll.float()
             # Masked sums instead of boolean indexing: no host sync per batch on GPU.
@@ -157,6 +191,18 @@ class Scorer:
                 kept.append(nll[mask])
         flat = torch.cat(kept) if kept else torch.zeros(0, device=dev)
         return sums, flat
+
+    def _tilted(self, logits, y, mask, pos, part: Windows) -> torch.Tensor:
+        nll = _plain_nll(logits, y)
+        if nll.device.type == "cuda":  # the forward's async work stays out of time_ngram_s
+            torch.cuda.synchronize(nll.device)
+        t0 = time.perf_counter()
+        first = int(part.starts[0] + part.lo[0] + 1)  # windows are in stream order
+        nll = self.tilt.tilt(nll, logits, y, pos, mask, first)
+        if nll.device.type == "cuda":
+            torch.cuda.synchronize(nll.device)
+        self.tilt_seconds += time.perf_counter() - t0
+        return nll
 
     def score(self, windows: Windows) -> ScoreTotals:
         """Score ``windows`` (in stream order) across all ranks; identical totals on every rank."""

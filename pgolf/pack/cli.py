@@ -30,6 +30,7 @@ from pgolf.cli_common import check_output_dir, check_output_file, config_options
 @config_options
 def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, overrides):
     """Prune, quantize and entropy-code CHECKPOINT (a run dir) into an artifact."""
+    from pgolf import runtime
     from pgolf.logs import Logger
     from pgolf.pack.api import pack_checkpoint, sidecar_path
 
@@ -41,6 +42,7 @@ def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, ove
     cfg = run.pack
     if budget is not None:
         cfg = run.with_overrides([f"pack.budget_bytes={budget}"]).pack
+    runtime.limit_cpu_threads()
     summary = pack_checkpoint(
         checkpoint, output, cfg, tokenizer=tokenizer, log=Logger(), progress=not no_progress
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pgolf import runtime
 from pgolf.config.pack import PackConfig
 from pgolf.errors import PgolfError
 from pgolf.format import codecs, grid, schemes
@@ -228,8 +228,10 @@ def plan_and_compress(
 
 
 def _workers() -> int:
-    """Compression threads: zstd, brotli and lzma release the GIL; a GPU host has many cores."""
-    return max(2, min(16, os.cpu_count() or 2))
+    """Compression threads: zstd, brotli and lzma release the GIL; a GPU host has many cores,
+    of which this process takes its share only (runtime.cpu_share: a neighbour job keeps
+    the rest)."""
+    return max(2, min(16, runtime.cpu_share()))
 
 
 def _compress_trials(trials: list[tuple[str, str, bytes]], cache: dict) -> list[bytes]:

@@ -190,6 +190,20 @@ def test_drop_messages_keeps_the_checks_and_drops_their_text():
         space["f"](-1, 0)
     with pytest.raises(KeyError):
         space["f"](10, 0)
+    kept = merge.drop_messages("raise DataError('no shards in DATA_PATH')", keep=("DataError",))
+    assert "no shards in DATA_PATH" in kept
+
+
+def test_exported_script_says_what_input_is_missing(tmp_path):
+    # a bad input (here: no tokenizer where TOKENIZER_PATH points) keeps its message
+    script = tmp_path / "train_gpt.py"
+    script.write_bytes(bundle.build_script(resolve("tiny")).text.encode())
+    res = subprocess.run(
+        [sys.executable, "-I", str(script)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert "fineweb_1024_bpe.model: tokenizer model not found" in res.stderr
 
 
 def test_default_program_is_one_module_without_pgolf_imports():

@@ -57,6 +57,9 @@ OPTIONAL = {
 # The decompressed program: the merged, minified modules, with the run's config as C (a name
 # the program reads but never binds, so the minifier leaves it) and a last line that runs.
 FOOTER = "{main}(C,__file__)"
+# Exceptions whose text the exported script keeps: what bad data, paths or tokenizers raise
+# at run time. Config checks lose theirs (the config was validated when exporting).
+KEEP_MESSAGES = ("DataError",)
 # codec name -> (compress, the module that undoes it)
 CODECS = {
     "lzma": (lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME), "lzma"),
@@ -193,7 +196,7 @@ def merged_program(names: list[str], root: Path) -> str:
         lambda n: module_path(n, root) is not None,
         ENTRY,
     )
-    text = _minify(merge.shake(merge.drop_messages(source)))
+    text = _minify(merge.shake(merge.drop_messages(source, keep=KEEP_MESSAGES)))
     if "C" in merge.module_bindings(text):
         raise merge.MergeError("the minified program binds C, the name of the embedded config")
     try:

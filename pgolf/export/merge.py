@@ -784,8 +784,11 @@ def _checker(node: ast.stmt) -> str | None:
     return node.name
 
 
-def drop_messages(source: str) -> str:
+def drop_messages(source: str, keep: tuple[str, ...] = ()) -> str:
     """``source`` with the text of the exceptions it raises replaced by ``''``.
+
+    ``raise K(...)`` for a class named in ``keep`` keeps its text (the errors bad inputs
+    cause at run time; config checks cannot fire once the exported config was validated).
 
     The checks stay; only their messages go: the first argument of ``raise E(...)`` and of
     calls of a check helper (``def need(cond, msg): if not cond: raise E(msg)``) and an
@@ -808,7 +811,7 @@ def drop_messages(source: str) -> str:
         # an import of a module not carried keeps "No module named ...", as without pgolf
         if (
             call is not None
-            and ast.unparse(call.func) != "ModuleNotFoundError"
+            and ast.unparse(call.func) not in ("ModuleNotFoundError", *keep)
             and call.args
             and _is_text(call.args[0])
         ):

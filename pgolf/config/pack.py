@@ -232,7 +232,11 @@ _RECORD: dict[str, Any] = {
     "sdclip_embed_k": 14.0,  # #1855 EMBED_CLIP_SIGMAS at int7
     "embed_bits": 7,  # #1586
     "gptq_embed": True,  # #1394, #1586
+    # Richest first; the search takes the first that fits. On bench-300 (H200, 2026-12-01)
+    # 7/6/6 fitted with 0.39 MB to spare, so finer attention widths come first.
     "search_bits": (
+        "7/6.5/6",
+        "7/6.25/6",
         "7/6/6",
         "7/6/5.5",
         "7/5.5/5.5",

@@ -145,7 +145,7 @@ def test_killed_rank_ends_the_run_with_one_line_and_rerunning_resumes(dataset, t
 # ---------------------------------------------------------------- a rank hangs
 
 HANG = """
-import sys, time
+import os, sys, time
 import torch, torch.distributed as dist
 from pgolf import runtime
 d = runtime.init("cpu")
@@ -156,7 +156,9 @@ try:
     dist.all_reduce(torch.zeros(1))
 except RuntimeError as e:
     print(f"failed_after_s:{time.monotonic() - t0:.1f} error:{e}".splitlines()[0], flush=True)
-    sys.exit(3)
+    # os._exit: the broken group's destructor may abort (SIGABRT) at interpreter exit, seen
+    # once under a loaded CI run; what this test checks has happened by now.
+    os._exit(3)
 """
 
 

@@ -76,7 +76,8 @@ def run(
         gpus = max(1, torch.cuda.device_count())
     if ctx.get_parameter_source("preset") is click.core.ParameterSource.DEFAULT:
         preset, why = default_preset(torch.cuda.is_available(), tokenizer, data_dir)
-        click.echo(f"preset:{preset} reason:{why}")
+    else:
+        why = None
     run_pipeline(
         out=out,
         inputs=tuple(inputs),
@@ -88,4 +89,5 @@ def run(
         redo=tuple(redo),
         preset=preset,
         overrides=tuple(overrides),
+        preset_reason=why,
     )

@@ -53,6 +53,7 @@ def run_pipeline(
     redo: tuple[str, ...],
     preset: str,
     overrides: tuple[str, ...],
+    preset_reason: str | None = None,
 ) -> dict:
     base = resolve(preset, overrides)
     scaled = scaling_overrides(base, nproc=nproc, train_seconds=train_seconds)
@@ -77,6 +78,8 @@ def run_pipeline(
         ident = plan.check_same_inputs(p)
     else:
         ident = plan.inputs_identity(p)
+    if preset_reason is not None:  # chosen for the user: say which and why, once it is valid
+        print(f"preset:{preset} reason:{preset_reason}")
     _redo_from(out, redo)
     atomic_write_text(out / "config.json", config.to_json())
     atomic_write_text(out / "overrides.json", json.dumps(list(all_overrides), indent=2) + "\n")

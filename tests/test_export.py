@@ -291,6 +291,8 @@ def test_exported_script_runs_without_pgolf_and_matches_pgolf_eval(tiny_run, rec
         "PYTHONPATH": os.pathsep.join(site.getsitepackages()),
         "PYTHONNOUSERSITE": "1",
         "CUDA_VISIBLE_DEVICES": "",
+        # Both sides on one CPU thread: a different thread count sums in another order.
+        "PGOLF_CPU_THREADS": "1",
         # The step cap, not the clock, ends training: the test must not depend on CPU speed.
         "MAX_WALLCLOCK_SECONDS": "100000",
         "ITERATIONS": "12",
@@ -340,7 +342,7 @@ def test_exported_script_runs_without_pgolf_and_matches_pgolf_eval(tiny_run, rec
             "tiny",
             *[a for s in eval_set for a in ("--set", s)],
         ],
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PGOLF_CPU_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,

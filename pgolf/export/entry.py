@@ -24,7 +24,7 @@ from pgolf import runtime
 from pgolf.config import RunConfig, from_json
 from pgolf.eval.evaluate import evaluate_many
 from pgolf.logs import Logger
-from pgolf.pack.api import pack_checkpoint
+from pgolf.pack.api import calibrate_on_ranks, pack_checkpoint
 from pgolf.train.loop import Trainer
 
 ARTIFACT = "final_model.pgolf"
@@ -62,10 +62,18 @@ def main(config_json: str, script: str) -> None:
         summary = trainer.run()
         trainer.log.close()
         t0 = time.perf_counter()
+        # The script measures itself: the file on disk is the counted code.
+        pack_cfg = dataclasses.replace(trainer.cfg.pack, code_bytes=code_bytes)
+        # Every rank generates its share of GPTQ's calibration text; rank 0 packs. The others
+        # read the checkpoint rank 0 has just written, so they wait for it first.
+        if d.distributed:
+            dist.barrier()
+        hessians = calibrate_on_ranks(out, pack_cfg, d)
         if d.is_main:
-            # The script measures itself: the file on disk is the counted code.
-            pack_cfg = dataclasses.replace(trainer.cfg.pack, code_bytes=code_bytes)
-            packed = pack_checkpoint(out, ARTIFACT, pack_cfg, tokenizer=tokenizer, progress=False)
+            log.log("calibration", ranks=d.world_size, calibration_s=time.perf_counter() - t0)
+            packed = pack_checkpoint(
+                out, ARTIFACT, pack_cfg, tokenizer=tokenizer, progress=False, hessians=hessians
+            )
         if d.distributed:
             dist.barrier()
         pack_s = time.perf_counter() - t0

@@ -61,8 +61,12 @@ def pack_checkpoint(
     tokenizer: str | Path | None = None,
     log: Logger | None = None,
     progress: bool = True,
+    hessians: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Pack ``checkpoint`` into ``out`` under ``cfg.budget_bytes``; returns a summary dict."""
+    """Pack ``checkpoint`` into ``out`` under ``cfg.budget_bytes``; returns a summary dict.
+
+    ``hessians``: GPTQ's calibration, already made (``calibrate_on_ranks``: shared by the
+    ranks of a multi-GPU run); None calibrates here when GPTQ is on."""
     log = log or Logger(enabled=False)
     clock = PhaseClock(log)
     tensors, run, info = load_checkpoint(checkpoint)
@@ -79,7 +83,7 @@ def pack_checkpoint(
     pool = ThreadPoolExecutor(1)
     try:  # the CPU estimates the search's settings while the GPU calibrates
         estimated = pool.submit(_timed, B.estimate, tensors, cfg) if overlap(cfg) else None
-        quantizer, calib_s = _gptq(tensors, run, cfg, log, clock)
+        quantizer, calib_s = _gptq(tensors, run, cfg, log, clock, hessians)
         if estimated is not None:
             (rows, _), seconds = estimated.result()
             clock.add("estimate", seconds, settings=len(rows), overlapped=True)
@@ -222,11 +226,31 @@ def use_gptq(cfg: PackConfig) -> bool:
     return cfg.gptq == "on" or (cfg.gptq == "auto" and torch.cuda.is_available())
 
 
-def _gptq(tensors, run: RunConfig, cfg: PackConfig, log: Logger, clock: PhaseClock | None = None):
+def calibrate_on_ranks(checkpoint: str | Path, cfg: PackConfig, d) -> dict | None:
+    """GPTQ's Hessians for ``checkpoint``, each rank of ``d`` generating its share of the
+    calibration text (call on every rank; the sum reaches all). None when GPTQ is off."""
+    if not use_gptq(cfg):
+        return None
+    from pgolf.pack import gptq
+
+    tensors, run, _ = load_checkpoint(checkpoint)
+    return gptq.calibrate(tensors, run.model, cfg, d=d)
+
+
+def _gptq(
+    tensors,
+    run: RunConfig,
+    cfg: PackConfig,
+    log: Logger,
+    clock: PhaseClock | None = None,
+    hessians: dict | None = None,
+):
     if not use_gptq(cfg):
         return None, 0.0
     from pgolf.pack import gptq
 
+    if hessians is not None:  # calibrated before, on every rank (calibrate_on_ranks)
+        return gptq.make_quantizer(hessians, cfg), 0.0
     t = time.perf_counter()
     times: dict[str, float] = {}
     hessians = gptq.calibrate(tensors, run.model, cfg, times=times)

@@ -210,15 +210,26 @@ def make_quantizer(hessians: dict[str, torch.Tensor], cfg: PackConfig) -> Quanti
 
 
 @torch.no_grad()
-def sample_tokens(model, n: int, length: int, bos_id: int, seed: int) -> torch.Tensor:
-    """[n, length] token ids sampled from the model itself, starting at BOS."""
+def sample_tokens(
+    model, n: int, length: int, bos_id: int, seed: int, rows: list[int] | None = None
+) -> torch.Tensor:
+    """[len(rows), length] token ids sampled from the model itself, starting at BOS: rows
+    ``rows`` (default all) of an ``n``-sequence calibration set.
+
+    Sequence i's randomness is fixed by ``seed`` and i alone (uniforms drawn for all ``n``
+    rows on the CPU, then inverse-CDF sampling), so ranks that each generate their own rows
+    make the same set as one process generating them all.
+    """
     device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    ids = torch.full((n, 1), bos_id, dtype=torch.long, device=device)
-    for _ in range(length - 1):
-        logits = model(ids)[:, -1].float()
-        nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=g)
-        ids = torch.cat([ids, nxt], dim=1)
+    rows = list(range(n)) if rows is None else rows
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, max(length - 1, 1), generator=g, dtype=torch.float64)[rows].to(device)
+    ids = torch.full((len(rows), 1), bos_id, dtype=torch.long, device=device)
+    for t in range(length - 1):
+        probs = torch.softmax(model(ids)[:, -1].double(), dim=-1)
+        cdf = probs.cumsum(-1)
+        nxt = torch.searchsorted(cdf, u[:, t : t + 1] * cdf[:, -1:])
+        ids = torch.cat([ids, nxt.clamp_(max=probs.size(-1) - 1)], dim=1)
     return ids
 
 
@@ -273,22 +284,59 @@ def calibration_model(tensors: dict[str, torch.Tensor], model_cfg) -> torch.nn.M
     return model.to(device)
 
 
-def calibrate(tensors: dict[str, torch.Tensor], model_cfg, cfg: PackConfig, times=None):
+def calibrate(tensors: dict[str, torch.Tensor], model_cfg, cfg: PackConfig, times=None, d=None):
     """Hessians of every linear layer on sequences the checkpoint's model generates.
 
-    ``times`` (a dict), when given, gets the wall seconds of "model" (build and copy to the
-    device), "generate" (sampling the calibration text) and "hessians" (one forward pass
-    with the hooks, copied back to the CPU).
+    ``d`` (a runtime.Dist with several ranks): each rank generates and measures its share of
+    the ``gptq_samples`` sequences (rows rank, rank + world, ...), and the Hessians, sums over
+    tokens, are summed over the ranks: every rank gets those of the whole set, in 1/world of
+    the time. ``times`` (a dict), when given, gets the wall seconds of "model" (build and
+    copy to the device), "generate" (sampling the calibration text) and "hessians" (one
+    forward pass with the hooks, the sum over ranks, the copy back to the CPU).
     """
     times = {} if times is None else times
+    rank, world = (d.rank, d.world_size) if d is not None else (0, 1)
     t = time.perf_counter()
     model = calibration_model(tensors, model_cfg)
     t = _lap(times, "model", t)
-    ids = sample_tokens(model, cfg.gptq_samples, cfg.gptq_seq_len, model_cfg.bos_id, cfg.seed)
+    rows = list(range(rank, cfg.gptq_samples, world))
+    ids = sample_tokens(
+        model, cfg.gptq_samples, cfg.gptq_seq_len, model_cfg.bos_id, cfg.seed, rows=rows
+    )
     t = _lap(times, "generate", t)
-    hessians = collect_hessians(model, ids, head=cfg.gptq_embed)
+    hessians = collect_hessians(model, ids, head=cfg.gptq_embed) if rows else {}
+    if world > 1:
+        hessians = _sum_over_ranks(hessians, _hessian_sizes(model, cfg.gptq_embed))
     out = {k: v.cpu() for k, v in hessians.items()}
     _lap(times, "hessians", t)
+    return out
+
+
+def _hessian_sizes(model, head: bool) -> dict[str, int]:
+    """Every Hessian collect_hessians makes for ``model``: name -> input width."""
+    sizes = {
+        f"{name}.weight": mod.in_features
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear)
+    }
+    if head:
+        sizes["tok_emb.weight" if model.head is None else "head.weight"] = model.cfg.model_dim
+    return sizes
+
+
+def _sum_over_ranks(hessians: dict[str, torch.Tensor], sizes: dict[str, int]):
+    """All-reduce (sum) every Hessian, in one name order on every rank; a rank that had no
+    rows (fewer samples than ranks) contributes zeros."""
+    import torch.distributed as dist
+
+    device = next(iter(hessians.values())).device if hessians else _device()
+    out = {}
+    for name in sorted(sizes):
+        h = hessians.get(name)
+        if h is None:
+            h = torch.zeros(sizes[name], sizes[name], dtype=torch.float64, device=device)
+        dist.all_reduce(h)
+        out[name] = h
     return out
 
 

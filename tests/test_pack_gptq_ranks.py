@@ -1,0 +1,101 @@
+"""GPTQ calibration shared by the ranks of a multi-GPU run (2 gloo ranks on CPU here): each rank
+generates its rows of the calibration set and the Hessians are summed, giving every rank those
+of the whole set, as one process would."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pgolf.config import resolve
+from pgolf.pack import gptq
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny():
+    from pgolf.model import GPT
+
+    run = resolve("tiny")
+    torch.manual_seed(5)
+    state = GPT(run.model).state_dict()
+    # gptq_embed on: the head's Hessian (collected by another path) is shared too
+    cfg = dataclasses.replace(run.pack, gptq="on", gptq_samples=5, gptq_seq_len=12, gptq_embed=True)
+    return run, state, cfg
+
+
+def test_a_rows_subset_is_those_rows_of_the_whole_set():
+    run, state, cfg = _tiny()
+    model = gptq.calibration_model(state, run.model)
+    whole = gptq.sample_tokens(model, 5, 12, run.model.bos_id, seed=7)
+    part = gptq.sample_tokens(model, 5, 12, run.model.bos_id, seed=7, rows=[1, 4])
+    assert whole.shape == (5, 12) and torch.equal(part, whole[[1, 4]])
+    assert not torch.equal(whole[0], whole[1])  # rows are not one sequence repeated
+    assert torch.equal(whole, gptq.sample_tokens(model, 5, 12, run.model.bos_id, seed=7))
+
+
+RANK_SCRIPT = """
+import dataclasses, sys
+import torch
+from safetensors.torch import load_file, save_file
+from pgolf import runtime
+from pgolf.config import resolve
+from pgolf.pack import gptq
+d = runtime.init("cpu")
+run = resolve("tiny")
+cfg = dataclasses.replace(
+    run.pack, gptq="on", gptq_samples=int(sys.argv[2]), gptq_seq_len=12, gptq_embed=True
+)
+h = gptq.calibrate(load_file(sys.argv[1]), run.model, cfg, d=d)
+save_file({k: v.contiguous() for k, v in h.items()}, f"{sys.argv[3]}.{d.rank}")
+runtime.shutdown()
+"""
+
+
+def _two_ranks(tmp_path: Path, state, samples: int) -> list[dict[str, torch.Tensor]]:
+    ckpt = tmp_path / "state.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, ckpt)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    out = tmp_path / "h"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(ckpt), str(samples), str(out)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "PGOLF_CPU_THREADS": "1"},
+        )
+        for r in range(2)
+    ]
+    for p in procs:
+        assert p.wait(timeout=600) == 0
+    return [load_file(f"{out}.{r}") for r in range(2)]
+
+
+def test_two_ranks_sum_to_the_hessians_of_one(tmp_path):
+    run, state, cfg = _tiny()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ranks run on one thread each: the same sums
+    try:
+        wanted = {
+            n: gptq.calibrate(state, run.model, dataclasses.replace(cfg, gptq_samples=n))
+            for n in (5, 1)
+        }
+    finally:
+        torch.set_num_threads(threads)
+    for samples in (5, 1):  # 1 sample: rank 1 has no rows and contributes zeros
+        ranks = _two_ranks(tmp_path, state, samples)
+        want = wanted[samples]
+        assert set(ranks[0]) == set(ranks[1]) == set(want)
+        assert "tok_emb.weight" in want  # the tied head's Hessian
+        for name, h in want.items():
+            assert torch.equal(ranks[0][name], ranks[1][name]), name  # every rank: the same
+            torch.testing.assert_close(ranks[0][name], h, rtol=1e-9, atol=1e-9, msg=name)

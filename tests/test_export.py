@@ -349,3 +349,33 @@ def test_exported_script_runs_without_pgolf_and_matches_pgolf_eval(tiny_run, rec
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert float(bpb) == json.loads(report.read_text())["val_bpb"]
+
+
+@pytest.mark.slow
+def test_exported_script_under_torchrun_shares_gptq_calibration(tiny_run, tmp_path):
+    # two gloo ranks: both train, both generate half of GPTQ's calibration text, rank 0
+    # packs, both score; the challenge's command with --nproc_per_node=2
+    work = tmp_path / "challenge"
+    work.mkdir()
+    _challenge_layout(tiny_run, work)
+    run = from_json((tiny_run / "config.json").read_text())
+    run = run.with_overrides(["pack.gptq=on", "pack.gptq_samples=4", "pack.gptq_seq_len=32"])
+    (work / "train_gpt.py").write_bytes(bundle.build_script(run).text.encode())
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "PGOLF_CPU_THREADS": "1",
+        "MAX_WALLCLOCK_SECONDS": "100000",
+        "ITERATIONS": "6",
+        "RUN_ID": "ranks",
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*cmd, "train_gpt.py"], cwd=work, env=env, capture_output=True, text=True,
+        timeout=TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert re.search(r"^calibration ranks:2 calibration_s:\S+", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^final_pgolf_sliding_window\S* .*val_bpb:\S+", proc.stdout, re.M)
+    header, _ = read_header(work / "final_model.pgolf")
+    assert header.meta["config"]["pack"]["gptq"] == "on"

@@ -99,3 +99,11 @@ def test_two_ranks_sum_to_the_hessians_of_one(tmp_path):
         for name, h in want.items():
             assert torch.equal(ranks[0][name], ranks[1][name]), name  # every rank: the same
             torch.testing.assert_close(ranks[0][name], h, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_sampling_allows_tf32_only_while_it_runs():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    with gptq._tf32_matmuls():
+        assert matmul.allow_tf32
+    assert matmul.allow_tf32 == before

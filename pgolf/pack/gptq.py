@@ -13,6 +13,7 @@ must fit inside the training window, so its wall time is logged (``calibration_s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -225,12 +226,26 @@ def sample_tokens(
     g = torch.Generator().manual_seed(seed)
     u = torch.rand(n, max(length - 1, 1), generator=g, dtype=torch.float64)[rows].to(device)
     ids = torch.full((len(rows), 1), bos_id, dtype=torch.long, device=device)
-    for t in range(length - 1):
-        probs = torch.softmax(model(ids)[:, -1].double(), dim=-1)
-        cdf = probs.cumsum(-1)
-        nxt = torch.searchsorted(cdf, u[:, t : t + 1] * cdf[:, -1:])
-        ids = torch.cat([ids, nxt.clamp_(max=probs.size(-1) - 1)], dim=1)
+    with _tf32_matmuls():
+        for t in range(length - 1):
+            probs = torch.softmax(model(ids)[:, -1].double(), dim=-1)
+            cdf = probs.cumsum(-1)
+            nxt = torch.searchsorted(cdf, u[:, t : t + 1] * cdf[:, -1:])
+            ids = torch.cat([ids, nxt.clamp_(max=probs.size(-1) - 1)], dim=1)
     return ids
+
+
+@contextlib.contextmanager
+def _tf32_matmuls():
+    """TF32 GEMMs while sampling: the text only has to be plausible, and fp32 GEMMs run at a
+    fraction of TF32's rate on the GPU (the Hessians are still measured in fp32)."""
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = before
 
 
 @torch.no_grad()

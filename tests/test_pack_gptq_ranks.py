@@ -107,3 +107,34 @@ def test_sampling_allows_tf32_only_while_it_runs():
     with gptq._tf32_matmuls():
         assert matmul.allow_tf32
     assert matmul.allow_tf32 == before
+
+
+def test_pack_under_torchrun_calibrates_on_every_rank_and_rank_0_packs(tmp_path):
+    from pgolf.checkpoint import save_checkpoint
+    from pgolf.format import load_artifact
+    from pgolf.pack.synthetic import random_state
+    from pgolf.pipeline import plan
+
+    run = resolve("tiny")
+    ckpt = tmp_path / "run"
+    tok = {"path": "x.model", "sha256": "ab" * 32, "vocab_size": run.model.vocab_size}
+    save_checkpoint(ckpt, random_state(run.model, seed=4), run, tokenizer=tok)
+    sets = ["pack.code_bytes=0", "pack.gptq=on", "pack.gptq_samples=4", "pack.gptq_seq_len=16"]
+    args = ["pack", str(ckpt), "-o", str(tmp_path / "a.pgolf"), "--preset", "tiny"]
+    for s in sets:
+        args += ["--set", s]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PGOLF_CPU_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    res = subprocess.run(
+        [*cmd, "-m", "pgolf.cli", *args, "--no-progress"], env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.stdout.count("calibration ranks:2") == 1  # logged once, by rank 0
+    assert res.stdout.count("pack artifact:") == 1  # rank 0 alone packs
+    assert set(load_artifact(tmp_path / "a.pgolf").state) == set(random_state(run.model, seed=4))
+    # the pipeline runs its pack stage this way on several GPUs when GPTQ is on
+    p = plan.PipelineInputs(out=tmp_path / "r", nproc=2)
+    assert "--nproc_per_node=2" in plan.pack_stage(p, (), tmp_path, gptq_on=True).command
+    assert "--nproc_per_node=2" not in plan.pack_stage(p, (), tmp_path).command

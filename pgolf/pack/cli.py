@@ -29,10 +29,16 @@ from pgolf.cli_common import check_output_dir, check_output_file, config_options
 @click.option("--report", type=click.Path(), default=None, help="Write the pack summary as JSON.")
 @config_options
 def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, overrides):
-    """Prune, quantize and entropy-code CHECKPOINT (a run dir) into an artifact."""
+    """Prune, quantize and entropy-code CHECKPOINT (a run dir) into an artifact.
+
+    Under torchrun (several GPUs) every rank generates its share of GPTQ's calibration text;
+    rank 0 then packs alone."""
+    import os
+    import time
+
     from pgolf import runtime
     from pgolf.logs import Logger
-    from pgolf.pack.api import pack_checkpoint, sidecar_path
+    from pgolf.pack.api import calibrate_on_ranks, pack_checkpoint, sidecar_path
 
     check_output_file(output, "the artifact (-o)")
     check_output_file(sidecar_path(output), "the artifact's config sidecar")
@@ -43,8 +49,25 @@ def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, ove
     if budget is not None:
         cfg = run.with_overrides([f"pack.budget_bytes={budget}"]).pack
     runtime.limit_cpu_threads()
+    hessians = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        d = runtime.init()
+        t0 = time.perf_counter()
+        try:
+            hessians = calibrate_on_ranks(checkpoint, cfg, d)
+        finally:
+            runtime.shutdown()  # packing needs no peers: leave together before it starts
+        if not d.is_main:
+            return
+        Logger().log("calibration", ranks=d.world_size, calibration_s=time.perf_counter() - t0)
     summary = pack_checkpoint(
-        checkpoint, output, cfg, tokenizer=tokenizer, log=Logger(), progress=not no_progress
+        checkpoint,
+        output,
+        cfg,
+        tokenizer=tokenizer,
+        log=Logger(),
+        progress=not no_progress,
+        hessians=hessians,
     )
     if report is not None:
         from pgolf.io import atomic_write_text

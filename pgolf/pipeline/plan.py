@@ -165,11 +165,17 @@ def train_stage(p: PipelineInputs, cfg_args: tuple[str, ...], tokenizer: Path) -
     )
 
 
-def pack_stage(p: PipelineInputs, cfg_args: tuple[str, ...], tokenizer: Path) -> Stage:
+def pack_stage(
+    p: PipelineInputs, cfg_args: tuple[str, ...], tokenizer: Path, gptq_on: bool = False
+) -> Stage:
     artifact = p.out / "artifact.pgolf"
     args = ["pack", str(p.out / "train"), "-o", str(artifact), "--tokenizer", str(tokenizer)]
     args += ["--report", str(p.out / "pack.json"), "--no-progress"]
-    return Stage("pack", python_module("pgolf.cli", *args, *cfg_args), outputs=(artifact,))
+    # With GPTQ, every GPU generates its share of the calibration text; without, one process.
+    nproc = p.nproc if gptq_on else 1
+    return Stage(
+        "pack", python_module("pgolf.cli", *args, *cfg_args, nproc=nproc), outputs=(artifact,)
+    )
 
 
 def eval_stage(p: PipelineInputs, cfg_args: tuple[str, ...], tokenizer: Path) -> Stage:

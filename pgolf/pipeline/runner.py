@@ -89,7 +89,9 @@ def run_pipeline(
         _run(out, plan.data_stage(p, cfg_args))
     tok = plan.resolve_tokenizer(p)
     _run(out, plan.train_stage(p, cfg_args, tok))
-    _run(out, plan.pack_stage(p, cfg_args, tok))
+    from pgolf.pack.api import use_gptq
+
+    _run(out, plan.pack_stage(p, cfg_args, tok, gptq_on=use_gptq(config.pack)))
     _run(out, plan.eval_stage(p, cfg_args, tok))
     return write_summary(out, config, ttt_modes, nproc)
 

@@ -15,7 +15,17 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
-from eval_helpers import eval_cfg, noisy_tiny_model, random_stream, tokenizer_fixture  # noqa: F401
+from eval_helpers import (  # noqa: F401
+    REPO,
+    eval_cfg,
+    noisy_tiny_model,
+    random_stream,
+    read_report,
+    run_eval_processes,
+    tokenizer_fixture,
+    write_fp32_artifact,
+    write_val,
+)
 
 from pgolf.data.bpb import ByteTable
 from pgolf.eval import ngram
@@ -286,3 +296,30 @@ def test_tilt_lowers_bpb_on_repeated_text(tokenizer, ttt):
     off = run(tokens, table, eval_cfg(ttt=ttt, **TTT)).totals.val_bpb
     on = run(tokens, table, tilt_cfg(ttt, ngram_order=4, ngram_min_count=1)).totals.val_bpb
     assert on < off - 0.5, (on, off)
+
+
+def test_one_and_two_ranks_give_the_same_tilted_score(tmp_path, tokenizer):
+    # each rank builds its tables from the same already-scored targets: without TTT the two
+    # runs score every target identically (as the plain score is, issue 16)
+    tokens = random_stream(403, seed=11)
+    tokens[200:400] = tokens[0:200]  # a repeat the tilt can use
+    data = write_val(tmp_path / "data", tokens)
+    art = write_fp32_artifact(tmp_path / "m.pgolf", noisy_tiny_model(), tokenizer)
+    fast = ["--preset", "tiny", "--ttt", "none"]
+    for key, value in {
+        "window": 32, "stride": 8, "device": "cpu", "batch_windows": 3, "ngram_tilt": "true",
+        "ngram_order": 3, "ngram_lambda": 2.0, "ngram_min_count": 1, "ngram_table_bits": 12,
+    }.items():  # fmt: skip
+        fast += ["--set", f"eval.{key}={value}"]
+    out = {}
+    for world in (1, 2):
+        report, nll_path = tmp_path / f"r{world}.json", tmp_path / f"n{world}.npy"
+        args = [str(art), "--data", str(data), "--tokenizer", str(tokenizer),
+                "--report", str(report), "--save-token-nll", str(nll_path), *fast]  # fmt: skip
+        for p in run_eval_processes(args, world, REPO):
+            assert p.returncode == 0, p.stderr
+        out[world] = (read_report(report), np.load(nll_path))
+    (r1, n1), (r2, n2) = out[1], out[2]
+    assert r2["world_size"] == 2 and r1["ngram_hits"] == r2["ngram_hits"] > 0
+    assert r2["val_bpb"] == r1["val_bpb"]
+    np.testing.assert_array_equal(n2, n1)

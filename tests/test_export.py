@@ -202,8 +202,17 @@ def test_exported_script_says_what_input_is_missing(tmp_path):
         [sys.executable, "-I", str(script)], cwd=tmp_path, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
-    assert res.returncode != 0
-    assert "fineweb_1024_bpe.model: tokenizer model not found" in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "fineweb_1024_bpe.model: tokenizer model not found" in lines[0]
+    bad = {**os.environ, "MAX_WALLCLOCK_SECONDS": "soon"}  # named by the variable the user set
+    res = subprocess.run(
+        [sys.executable, "-I", str(script)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300, env=bad,
+    )  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "error: MAX_WALLCLOCK_SECONDS='soon' is not a valid train.train_seconds" in res.stderr
 
 
 def test_default_program_is_one_module_without_pgolf_imports():

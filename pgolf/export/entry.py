@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch.distributed as dist
 
 from pgolf import runtime
 from pgolf.config import RunConfig, from_json
+from pgolf.errors import ConfigError, DataError, PgolfError
 from pgolf.eval.evaluate import evaluate_many
 from pgolf.logs import Logger
 from pgolf.pack.api import calibrate_on_ranks, pack_checkpoint
@@ -44,10 +46,26 @@ def env_config(base: RunConfig, env: dict[str, str]) -> RunConfig:
     Unset variables keep the run's values, so the script repeats the run (whose clock is
     600 s for a record recipe); ``MAX_WALLCLOCK_SECONDS`` sets ``train.train_seconds``.
     """
-    return base.with_overrides([f"{k}={env[e]}" for e, k in ENV_OVERRIDES.items() if e in env])
+    for var, key in ENV_OVERRIDES.items():
+        if var in env:
+            try:
+                base = base.with_overrides([f"{key}={env[var]}"])
+            except ConfigError as e:  # named by the variable the user set, not the config key
+                why = f" ({e})" if str(e) else ""  # the exported script drops config texts
+                raise DataError(f"{var}={env[var]!r} is not a valid {key}{why}") from None
+    return base
 
 
 def main(config_json: str, script: str) -> None:
+    """Train, pack, evaluate; a bad input ends the script with one ``error:`` line, exit 2."""
+    try:
+        _main(config_json, script)
+    except PgolfError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _main(config_json: str, script: str) -> None:
     env = dict(os.environ)
     run = env_config(from_json(config_json), env)
     data = Path(env.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024"))

@@ -203,3 +203,18 @@ def run_eval_processes(args: list[str], world: int, cwd: Path) -> list[subproces
 
 def read_report(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def on_one_and_two_ranks(
+    tmp_path: Path, art: Path, data: Path, tokenizer: Path, flags: list[str]
+) -> dict[int, tuple[dict, np.ndarray]]:
+    """world -> (report, per-token NLLs) of ``pgolf eval ART FLAGS`` on 1 and on 2 gloo ranks."""
+    out = {}
+    for world in (1, 2):
+        report, nll_path = tmp_path / f"r{world}.json", tmp_path / f"n{world}.npy"
+        args = [str(art), "--data", str(data), "--tokenizer", str(tokenizer),
+                "--report", str(report), "--save-token-nll", str(nll_path), *flags]  # fmt: skip
+        for p in run_eval_processes(args, world, REPO):
+            assert p.returncode == 0, p.stderr
+        out[world] = (read_report(report), np.load(nll_path))
+    return out

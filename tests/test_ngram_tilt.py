@@ -16,12 +16,10 @@ import numpy as np
 import pytest
 import torch
 from eval_helpers import (  # noqa: F401
-    REPO,
     eval_cfg,
     noisy_tiny_model,
+    on_one_and_two_ranks,
     random_stream,
-    read_report,
-    run_eval_processes,
     tokenizer_fixture,
     write_fp32_artifact,
     write_val,
@@ -311,14 +309,7 @@ def test_one_and_two_ranks_give_the_same_tilted_score(tmp_path, tokenizer):
         "ngram_order": 3, "ngram_lambda": 2.0, "ngram_min_count": 1, "ngram_table_bits": 12,
     }.items():  # fmt: skip
         fast += ["--set", f"eval.{key}={value}"]
-    out = {}
-    for world in (1, 2):
-        report, nll_path = tmp_path / f"r{world}.json", tmp_path / f"n{world}.npy"
-        args = [str(art), "--data", str(data), "--tokenizer", str(tokenizer),
-                "--report", str(report), "--save-token-nll", str(nll_path), *fast]  # fmt: skip
-        for p in run_eval_processes(args, world, REPO):
-            assert p.returncode == 0, p.stderr
-        out[world] = (read_report(report), np.load(nll_path))
+    out = on_one_and_two_ranks(tmp_path, art, data, tokenizer, fast)
     (r1, n1), (r2, n2) = out[1], out[2]
     assert r2["world_size"] == 2 and r1["ngram_hits"] == r2["ngram_hits"] > 0
     assert r2["val_bpb"] == r1["val_bpb"]

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import torch
 from eval_helpers import (  # noqa: F401
-    REPO,
     eval_cfg,
     noisy_tiny_model,
+    on_one_and_two_ranks,
     random_stream,
-    read_report,
-    run_eval_processes,
     tokenizer_fixture,
     write_fp32_artifact,
     write_val,
@@ -131,14 +129,7 @@ def test_one_and_two_ranks_agree(tmp_path, tokenizer, ttt):
         "ttt_phased_batch_seqs": 3, "ttt_phased_epochs": 1, "ttt_phased_lr": 0.02,
     }.items():  # fmt: skip
         fast += ["--set", f"eval.{key}={value}"]
-    out = {}
-    for world in (1, 2):
-        report, nll_path = tmp_path / f"r{world}.json", tmp_path / f"n{world}.npy"
-        args = [str(art), "--data", str(data), "--tokenizer", str(tokenizer),
-                "--report", str(report), "--save-token-nll", str(nll_path), *fast]  # fmt: skip
-        for p in run_eval_processes(args, world, REPO):
-            assert p.returncode == 0, p.stderr
-        out[world] = (read_report(report), np.load(nll_path))
+    out = on_one_and_two_ranks(tmp_path, art, data, tokenizer, fast)
     (r1, n1), (r2, n2) = out[1], out[2]
     assert r2["world_size"] == 2 and r1["compliant"] and r2["compliant"]
     assert r1["ttt_steps"] == r2["ttt_steps"] > 0 and r2["ttt_phased_pauses"] == 2

@@ -26,7 +26,6 @@ from pgolf.format.rans import encode
 from pgolf.format.writer import EncodedTensor, SegmentPlan, build
 
 TOK = {"vocab_size": 16, "sha256": None}
-TOKENIZER = Path("/work/shared/tokenizers/fineweb_1024_bpe.model")
 
 
 def good_artifact(codec: str = "zstd") -> bytes:
@@ -225,11 +224,10 @@ def test_more_variants_of_the_rules() -> None:
         load_artifact(with_header(lambda h: tensor(h, "m.weight").update(scheme="int9")))
 
 
-def test_tokenizer_mismatch(tmp_path: Path) -> None:
-    if not TOKENIZER.is_file():
-        pytest.skip("shared tokenizer not available")
+def test_tokenizer_mismatch(shared_dir, tmp_path: Path) -> None:
+    tokenizer = shared_dir / "tokenizers" / "fineweb_1024_bpe.model"  # ../shared, as in CI
     with pytest.raises(E.TokenizerMismatch, match="vocab 1024"):
-        load_artifact(good_artifact(), tokenizer_path=TOKENIZER)
+        load_artifact(good_artifact(), tokenizer_path=tokenizer)
     with pytest.raises(E.TokenizerMismatch):
         load_artifact(good_artifact(), tokenizer_path=tmp_path / "missing.model")
 

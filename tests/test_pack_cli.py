@@ -16,8 +16,6 @@ from pgolf.config import resolve
 from pgolf.pack import codebytes
 from pgolf.pack.synthetic import random_state
 
-TOKENIZER = Path("/work/shared/tokenizers/fineweb_1024_bpe.model")
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
@@ -146,9 +144,8 @@ def test_pack_budget_failure_exits_cleanly(ckpt, tmp_path) -> None:
     assert not out.exists()
 
 
-def test_pack_tokenizer_identity(tmp_path) -> None:
-    if not TOKENIZER.is_file():
-        pytest.skip("shared tokenizer not available")
+def test_pack_tokenizer_identity(shared_dir, tmp_path) -> None:
+    tokenizer = shared_dir / "tokenizers" / "fineweb_1024_bpe.model"  # ../shared, as in CI
     run = resolve("tiny")
     run = dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=1024))
     save_checkpoint(tmp_path / "c", random_state(run.model), run)
@@ -163,7 +160,7 @@ def test_pack_tokenizer_identity(tmp_path) -> None:
             "--preset",
             "tiny",
             "--tokenizer",
-            str(TOKENIZER),
+            str(tokenizer),
             "--no-progress",
             "--set",
             "pack.search=false",
@@ -174,6 +171,6 @@ def test_pack_tokenizer_identity(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     from pgolf.format import load_artifact
 
-    art = load_artifact(out, tokenizer_path=TOKENIZER)
+    art = load_artifact(out, tokenizer_path=tokenizer)
     assert art.tokenizer["vocab_size"] == 1024 and len(art.tokenizer["sha256"]) == 64
     assert isinstance(art.state["tok_emb.weight"], torch.Tensor)

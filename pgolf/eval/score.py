@@ -40,12 +40,7 @@ def make_nll_fn(model: nn.Module, compile: bool = False) -> NllFn:
     if hasattr(model, "hidden") and hasattr(model, "logits"):
 
         def nll_fn(x: torch.Tensor, y: torch.Tensor, keep: int) -> torch.Tensor:
-            logits = model.logits(model.hidden(x)[:, -keep:]).float()
-            tgt = y[:, -keep:]
-            flat = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), reduction="none"
-            )
-            return flat.view(tgt.shape)
+            return _plain_nll(_last_logits(model, x, keep), y[:, -keep:])
 
     else:
 
@@ -65,13 +60,18 @@ def make_logits_fn(model: nn.Module, compile: bool = False) -> Callable:
         )
 
     def logits_fn(x: torch.Tensor, keep: int) -> torch.Tensor:
-        return model.logits(model.hidden(x)[:, -keep:]).float()
+        return _last_logits(model, x, keep)
 
     return torch.compile(logits_fn, dynamic=False) if compile else logits_fn
 
 
+def _last_logits(model: nn.Module, x: torch.Tensor, keep: int) -> torch.Tensor:
+    return model.logits(model.hidden(x)[:, -keep:]).float()
+
+
 def _plain_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The same cross-entropy as ``make_nll_fn`` (so a zero tilt gives the plain score)."""
+    """Per-target NLL, shaped like ``y``: what ``make_nll_fn`` scores, and what the n-gram
+    tilt starts from (so a zero tilt gives the plain score)."""
     flat = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
     return flat.view(y.shape)
 

@@ -86,11 +86,15 @@ def _main(config_json: str, script: str) -> None:
         # read the checkpoint rank 0 has just written, so they wait for it first.
         if d.distributed:
             dist.barrier()
-        hessians = calibrate_on_ranks(out, pack_cfg, d)
+        calibration = calibrate_on_ranks(out, pack_cfg, d, log)
         if d.is_main:
-            log.log("calibration", ranks=d.world_size, calibration_s=time.perf_counter() - t0)
             packed = pack_checkpoint(
-                out, ARTIFACT, pack_cfg, tokenizer=tokenizer, progress=False, hessians=hessians
+                out,
+                ARTIFACT,
+                pack_cfg,
+                tokenizer=tokenizer,
+                progress=False,
+                calibration=calibration,
             )
         if d.distributed:
             dist.barrier()

@@ -61,12 +61,12 @@ def pack_checkpoint(
     tokenizer: str | Path | None = None,
     log: Logger | None = None,
     progress: bool = True,
-    hessians: dict[str, torch.Tensor] | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """Pack ``checkpoint`` into ``out`` under ``cfg.budget_bytes``; returns a summary dict.
 
-    ``hessians``: GPTQ's calibration, already made (``calibrate_on_ranks``: shared by the
-    ranks of a multi-GPU run); None calibrates here when GPTQ is on."""
+    ``calibration``: GPTQ's, already made (``calibrate_on_ranks``: shared by the ranks of a
+    multi-GPU run); None calibrates here when GPTQ is on."""
     log = log or Logger(enabled=False)
     clock = PhaseClock(log)
     tensors, run, info = load_checkpoint(checkpoint)
@@ -83,7 +83,7 @@ def pack_checkpoint(
     pool = ThreadPoolExecutor(1)
     try:  # the CPU estimates the search's settings while the GPU calibrates
         estimated = pool.submit(_timed, B.estimate, tensors, cfg) if overlap(cfg) else None
-        quantizer, calib_s = _gptq(tensors, run, cfg, log, clock, hessians)
+        quantizer, calib_s = _gptq(tensors, run, cfg, log, clock, calibration)
         if estimated is not None:
             (rows, _), seconds = estimated.result()
             clock.add("estimate", seconds, settings=len(rows), overlapped=True)
@@ -226,15 +226,30 @@ def use_gptq(cfg: PackConfig) -> bool:
     return cfg.gptq == "on" or (cfg.gptq == "auto" and torch.cuda.is_available())
 
 
-def calibrate_on_ranks(checkpoint: str | Path, cfg: PackConfig, d) -> dict | None:
-    """GPTQ's Hessians for ``checkpoint``, each rank of ``d`` generating its share of the
-    calibration text (call on every rank; the sum reaches all). None when GPTQ is off."""
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """GPTQ's Hessians, made before the pack (by every rank of a multi-GPU run), and the
+    wall seconds that took."""
+
+    hessians: dict[str, torch.Tensor]
+    seconds: float
+
+
+def calibrate_on_ranks(
+    checkpoint: str | Path, cfg: PackConfig, d, log: Logger | None = None
+) -> Calibration | None:
+    """GPTQ's calibration for ``checkpoint``, each rank of ``d`` generating its share of the
+    text (call on every rank; the Hessians' sum reaches all). None when GPTQ is off."""
     if not use_gptq(cfg):
         return None
     from pgolf.pack import gptq
 
+    t = time.perf_counter()
     tensors, run, _ = load_checkpoint(checkpoint)
-    return gptq.calibrate(tensors, run.model, cfg, d=d)
+    hessians = gptq.calibrate(tensors, run.model, cfg, d=d)
+    seconds = time.perf_counter() - t
+    (log or Logger(enabled=False)).log("calibration", ranks=d.world_size, calibration_s=seconds)
+    return Calibration(hessians, seconds)
 
 
 def _gptq(
@@ -243,14 +258,14 @@ def _gptq(
     cfg: PackConfig,
     log: Logger,
     clock: PhaseClock | None = None,
-    hessians: dict | None = None,
+    calibration: Calibration | None = None,
 ):
     if not use_gptq(cfg):
         return None, 0.0
     from pgolf.pack import gptq
 
-    if hessians is not None:  # calibrated before, on every rank (calibrate_on_ranks)
-        return gptq.make_quantizer(hessians, cfg), 0.0
+    if calibration is not None:  # made before, on every rank (calibrate_on_ranks)
+        return gptq.make_quantizer(calibration.hessians, cfg), calibration.seconds
     t = time.perf_counter()
     times: dict[str, float] = {}
     hessians = gptq.calibrate(tensors, run.model, cfg, times=times)

@@ -34,7 +34,6 @@ def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, ove
     Under torchrun (several GPUs) every rank generates its share of GPTQ's calibration text;
     rank 0 then packs alone."""
     import os
-    import time
 
     from pgolf import runtime
     from pgolf.logs import Logger
@@ -49,17 +48,15 @@ def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, ove
     if budget is not None:
         cfg = run.with_overrides([f"pack.budget_bytes={budget}"]).pack
     runtime.limit_cpu_threads()
-    hessians = None
+    calibration = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         d = runtime.init()
-        t0 = time.perf_counter()
         try:
-            hessians = calibrate_on_ranks(checkpoint, cfg, d)
+            calibration = calibrate_on_ranks(checkpoint, cfg, d, Logger(enabled=d.is_main))
         finally:
             runtime.shutdown()  # packing needs no peers: leave together before it starts
         if not d.is_main:
             return
-        Logger().log("calibration", ranks=d.world_size, calibration_s=time.perf_counter() - t0)
     summary = pack_checkpoint(
         checkpoint,
         output,
@@ -67,7 +64,7 @@ def pack(checkpoint, output, budget, tokenizer, no_progress, report, preset, ove
         tokenizer=tokenizer,
         log=Logger(),
         progress=not no_progress,
-        hessians=hessians,
+        calibration=calibration,
     )
     if report is not None:
         from pgolf.io import atomic_write_text

@@ -40,7 +40,7 @@ def gptq_quantize(
 
     The grid is ``clip`` when given (SDClip), else the clip search's on the weights.
     """
-    hinv = _inverse_cholesky(hessian.double(), damp).float().to(w.device)
+    hinv = prepare_hessian(hessian, damp, w.device)
     return gptq_many([(w, hinv, bits, clip)], group_size, ratios, block=block)[0]
 
 

@@ -20,6 +20,7 @@ from pgolf.config.base import need
 # audit and the perturbation test of tests/test_ttt_legality.py, which assert exactly this split.
 TTT_MODES = ("two-phase", "none", "pre-train-on-val", "lora", "phased", "phased-lora")
 NON_COMPLIANT_TTT = ("pre-train-on-val",)
+COMPILE_SCOPES = ("model", "blocks")
 LORA_TARGETS = ("q", "k", "v", "o", "fc", "mlp")
 
 
@@ -36,6 +37,9 @@ class EvalConfig:
     device: str = "auto"
     # torch.compile the forward on GPU (fixed shapes; the last batch is padded). Ignored on CPU.
     compile: bool = True
+    # "model" (one graph for the whole forward) or "blocks" (each block, embedding and head
+    # apart, one graph per distinct block structure: shorter compile; see train.compile_scope).
+    compile_scope: Literal["model", "blocks"] = "model"
     # bf16 autocast for matmuls on GPU (the model keeps an fp32 log-softmax). Ignored on CPU.
     autocast_bf16: bool = True
     # Test-time training mode: "two-phase" (score-first, default), "none", the non-compliant
@@ -136,6 +140,10 @@ class EvalConfig:
         need(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+        need(
+            self.compile_scope in COMPILE_SCOPES,
+            f"compile_scope must be one of {COMPILE_SCOPES}, got {self.compile_scope!r}",
         )
         need(self.ttt in TTT_MODES, f"ttt must be one of {TTT_MODES}, got {self.ttt!r}")
         need(

@@ -93,6 +93,11 @@ class TrainConfig:
     qat_bits: int = 6
     # torch.compile (fullgraph) the model and the Newton-Schulz step; ignored on CPU.
     compile: bool = True
+    # What torch.compile covers: "model" (one whole-model graph per block order and QAT
+    # state: the most fusion) or "blocks" (each block, the embedding and the head apart:
+    # every layer and the recurrent order reuse one graph per distinct block structure, so
+    # the warm-up lowers a fraction of the code; docs/BENCHMARKS.md §00, issue 15).
+    compile_scope: Literal["model", "blocks"] = "model"
     # Inductor's mix-order reductions fuse a row reduction (an RMSNorm backward) with the
     # column reductions of per-channel parameter grads. On the H100 (torch 2.11) one such
     # kernel took 4.9 ms per micro-step; with them off training ran 4.1% faster
@@ -150,6 +155,10 @@ class TrainConfig:
         need(
             self.muon_ns_coeffs in ("quintic", "polar_express"),
             f"muon_ns_coeffs must be quintic or polar_express, got {self.muon_ns_coeffs!r}",
+        )
+        need(
+            self.compile_scope in ("model", "blocks"),
+            f"compile_scope must be model or blocks, got {self.compile_scope!r}",
         )
         need(0 <= self.min_lr_frac < 1, "min_lr_frac must be in [0, 1) (0 = no floor)")
         # Both switch on when lr_scale drops below their threshold, which a floor at or above

@@ -129,11 +129,11 @@ def time_backend(name: str, args) -> dict:
     model.set_recurrence(mcfg.recurrence)  # the steady state after recur_after_frac
     if tc.fp8_matmuls:  # as the trainer does
         model.set_block_matmul(fp8_linear)
-    fwd = (
-        torch.compile(model, fullgraph=True, dynamic=False, mode=args.compile_mode)
-        if args.compile
-        else model
-    )
+    fwd = model
+    if args.compile and tc.compile_scope == "blocks":
+        model.compile_blocks()
+    elif args.compile:
+        fwd = torch.compile(model, fullgraph=True, dynamic=False, mode=args.compile_mode)
     groups = param_groups(model)
     muon = Muon(
         groups["matrix"],
@@ -173,11 +173,17 @@ def time_backend(name: str, args) -> dict:
             p.grad = None
         return total
 
+    # The warm-up compiles what the trainer's does: the plain block order from step 0, the
+    # recurrent one from warmup//4, the QAT graphs from warmup//2 (when QAT is on).
     t0 = time.perf_counter()
-    for _ in range(args.warmup):
+    for i in range(args.warmup):
+        model.set_recurrence(mcfg.recurrence and i >= args.warmup // 4)
+        model.set_qat(tc.qat_bits if tc.qat_lr_threshold > 0 and i >= args.warmup // 2 else 0)
         step()
     torch.cuda.synchronize()
     compile_s = time.perf_counter() - t0
+    model.set_qat(0)
+    model.set_recurrence(mcfg.recurrence)
     times = []
     for _ in range(args.steps):  # one sync per ~0.6-s step costs nothing measurable
         t0 = time.perf_counter()
@@ -226,7 +232,7 @@ def main() -> None:
     ap.add_argument("--backends", default="", help="comma list (default: all available but math)")
     ap.add_argument("--preset", default="default", help="config preset (default, record)")
     ap.add_argument("--micro", type=int, default=24, help="sequences per micro-batch")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--skip-agreement", action="store_true")

@@ -91,6 +91,14 @@ def make_forward(model: nn.Module, cfg: EvalConfig, device: torch.device) -> tup
     # Static graphs: 2 scoring shapes x 2 TTT parameter sets x ragged last TTT micro-batches;
     # the default limit of 8 could silently drop the tail of those to eager mode.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    if cfg.compile_scope == "blocks":
+        if not hasattr(model, "compile_blocks"):
+            raise ValueError(
+                "eval.compile_scope=blocks needs pgolf's GPT (compile_blocks()); "
+                "set eval.compile_scope=model for this model"
+            )
+        model.compile_blocks()
+        return make_nll_fn(model), True
     return make_nll_fn(model, compile=True), True
 
 
@@ -143,7 +151,9 @@ def make_tilt(
         table_bits=cfg.ngram_table_bits,
         min_count=cfg.ngram_min_count,
     )
-    return tilt, make_logits_fn(model, compile=compiled)
+    # Under compile_scope "blocks" the model's own parts are compiled already.
+    whole = compiled and cfg.compile_scope == "model"
+    return tilt, make_logits_fn(model, compile=whole)
 
 
 def _warm_up(

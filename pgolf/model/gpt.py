@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,11 @@ class Block(nn.Module):
         self.resid_mix = (
             nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d)))) if cfg.resid_mix else None
         )
-        # Damps the inputs of deeper blocks, whose residual stream has grown larger.
-        self.ln_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        # Damps the inputs of deeper blocks, whose residual stream has grown larger. A tensor,
+        # not a float: torch.compile guards on Python numbers, and one value per layer would
+        # make every block its own graph under compile_blocks().
+        scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        self.register_buffer("ln_scale", torch.tensor(scale), persistent=False)
         # GPT-J style from this layer on: the MLP reads the attention's input (PR #1204).
         self.parallel = 0 <= cfg.parallel_residual_from <= layer
 
@@ -181,7 +185,31 @@ class GPT(nn.Module):
         target_ids: torch.Tensor | None = None,
         reduction: str = "mean",
     ) -> torch.Tensor:
-        logits = self.logits(self.hidden(input_ids))
+        return self.output(self.hidden(input_ids), target_ids, reduction)
+
+    def compile_blocks(self, backend: Any = "inductor") -> None:
+        """torch.compile each block, the embedding and the head apart, in place.
+
+        The alternative to compiling the whole forward (``compile_scope="blocks"``): blocks
+        share one code object and their weights are graph inputs, so each distinct block
+        structure (parallel residual or not, XSA or not, QAT on or off) lowers once and serves
+        every layer and both block orders of the depth recurrence, instead of the whole model
+        lowering once per order. The price is the fusion across block boundaries.
+        """
+        # One graph per block variant x grad mode x QAT state: more than the default limit of 8,
+        # past which Dynamo would fail (fullgraph) instead of reusing a graph.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        opts = {"fullgraph": True, "dynamic": False, "backend": backend}
+        for block in self.blocks:
+            block.compile(**opts)
+        self.embed = torch.compile(self.embed, **opts)
+        self.output = torch.compile(self.output, **opts)
+
+    def output(
+        self, h: torch.Tensor, target_ids: torch.Tensor | None = None, reduction: str = "mean"
+    ) -> torch.Tensor:
+        """Logits of the final hidden state, or the cross-entropy against ``target_ids``."""
+        logits = self.logits(h)
         if target_ids is None:
             return logits
         nll = F.cross_entropy(

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from pgolf.cli import cli
 from pgolf.config import from_json, resolve
 from pgolf.data.shards import read_shard, write_shard
-from pgolf.export import bundle, merge
+from pgolf.export import bundle, merge, shake
 from pgolf.export.validate import validate
 from pgolf.format import read_header
 
@@ -166,7 +166,7 @@ def test_merge_walks_inlined_comprehensions_in_the_enclosing_scope():
 
 def test_shake_drops_only_unused_definitions():
     src = "import x\nA = 1\nB = x.f()\ndef f():\n    return A\ndef g():\n    return 2\n"
-    out = merge.shake(src + "print(f())\n")
+    out = shake.shake(src + "print(f())\n")
     assert "def g" not in out and "def f" in out and "A = 1" in out and "B = x.f()" in out
 
 
@@ -180,7 +180,7 @@ def test_drop_messages_keeps_the_checks_and_drops_their_text():
         "    raise ModuleNotFoundError(\"No module named 'pgolf.x'\")\n"
         "f(1, 2)\n"
     )
-    out = merge.shake(merge.drop_messages(src))
+    out = shake.shake(merge.drop_messages(src))
     assert "need(x > 0, '')" in out and "assert x\n" in out and "KeyError('')" in out
     assert "raise ValueError(msg)" in out and "ValueError(str(e))" in out
     assert "No module named 'pgolf.x'" in out and "def hint" not in out

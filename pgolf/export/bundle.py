@@ -33,7 +33,7 @@ import python_minifier
 
 import pgolf
 from pgolf.config import RunConfig, from_json
-from pgolf.export import merge
+from pgolf.export import merge, shake
 from pgolf.io import atomic_write_text
 
 ENTRY = "pgolf.export.entry"
@@ -181,22 +181,14 @@ def merged_program(names: list[str], root: Path) -> str:
         ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
         for p in root.rglob("*.py")
     )
-    tools = [Path(__file__).read_text(), Path(merge.__file__).read_text()]
+    tools = [Path(m.__file__).read_text() for m in (merge, shake)] + [Path(__file__).read_text()]
     key = hashlib.sha256(
         json.dumps([MINIFIER, tools, raw, every], sort_keys=True).encode()
     ).hexdigest()
     cached = cache_dir() / f"{key}.py"
     if cached.is_file():
         return cached.read_text()
-    packages = {n for n in names if module_path(n, root).name == "__init__.py"}
-    source = merge.merge(
-        raw,
-        packages,
-        lambda name: FOOTER.format(main=name(ENTRY, "main")),
-        lambda n: module_path(n, root) is not None,
-        ENTRY,
-    )
-    text = _minify(merge.shake(merge.drop_messages(source, keep=KEEP_MESSAGES)))
+    text = _minify(shaken_program(names, root, raw))
     if "C" in merge.module_bindings(text):
         raise merge.MergeError("the minified program binds C, the name of the embedded config")
     try:
@@ -205,6 +197,20 @@ def merged_program(names: list[str], root: Path) -> str:
     except OSError:  # a read-only cache only costs time
         pass
     return text
+
+
+def shaken_program(names: list[str], root: Path, raw: dict[str, str] | None = None) -> str:
+    """The carried modules merged, their messages dropped and shaken: the program unminified."""
+    raw = raw or {n: module_path(n, root).read_text() for n in names}
+    packages = {n for n in names if module_path(n, root).name == "__init__.py"}
+    source = merge.merge(
+        raw,
+        packages,
+        lambda name: FOOTER.format(main=name(ENTRY, "main")),
+        lambda n: module_path(n, root) is not None,
+        ENTRY,
+    )
+    return shake.shake(merge.drop_messages(source, keep=KEEP_MESSAGES))
 
 
 def cache_dir() -> Path:

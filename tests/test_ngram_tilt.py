@@ -37,6 +37,7 @@ TTT = dict(
     ttt_micro_batch=2,
     ttt_lora_chunk_tokens=16,
     ttt_lora_rank=2,
+    ttt_lora_batch_docs=1,  # the tilt needs the stream scored in order
     ttt_phased_prefix_tokens=200,
     ttt_phased_batch_seqs=3,
     ttt_phased_epochs=1,

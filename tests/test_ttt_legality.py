@@ -9,8 +9,11 @@
    every target <= t.
 
 A mutation check proves (1) has teeth: shifting each mode's training-sequence end by one
-token makes the audit fail. The report's ``compliant`` flag is static per mode; the last
-test asserts it is true exactly for the modes that pass the audit.
+token makes the audit fail. LoRA runs rows of documents side by side
+(``ttt_lora_batch_docs``), each with its own adapters: every check runs with 1 and 4 rows,
+and a second mutation (a row trained on the next row's sequences, which are scored, so
+the audit cannot see it) must fail (2). The report's ``compliant`` flag is static per mode;
+the last test asserts it is true exactly for the modes that pass the audit.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ MODES = {
         ttt_phase2_lr=0.2,
         ttt_phase2_blocks=2,
     ),
-    "lora": dict(ttt_lora_chunk_tokens=16, ttt_lora_rank=2, ttt_lora_lr=0.05),
+    "lora": dict(
+        ttt_lora_chunk_tokens=16, ttt_lora_rank=2, ttt_lora_lr=0.05, ttt_lora_batch_docs=4
+    ),
     "phased": dict(
         ttt_chunk_tokens=48, ttt_phases=3, ttt_phased_prefix_tokens=200, ttt_phased_lr=0.05
     ),
@@ -48,6 +53,7 @@ MODES = {
         ttt_lora_rank=2,
         ttt_lora_lr=0.05,
         ttt_lora_min_doc_tokens=20,
+        ttt_lora_batch_docs=4,
         ttt_phases=2,
         ttt_phased_prefix_tokens=150,
         ttt_phased_lr=0.05,
@@ -55,12 +61,21 @@ MODES = {
     "pre-train-on-val": dict(ttt_chunk_tokens=48, ttt_phase2_lr=0.2),
 }
 COMMON = dict(ttt_seq_len=32, ttt_micro_batch=2, ttt_phased_batch_seqs=3, ttt_phased_epochs=1)
+# Every check of a LoRA mode runs one row (the stream in order) and four side by side.
+CASES = [
+    ("two-phase", {}),
+    ("lora", {}),
+    ("lora", {"ttt_lora_batch_docs": 1}),
+    ("phased", {}),
+    ("phased-lora", {}),
+    ("phased-lora", {"ttt_lora_batch_docs": 1}),
+]
 # Tensor properties that reveal nothing about token values.
 METADATA = {"device", "dtype", "shape", "ndim", "is_cuda", "numel", "size", "dim", "__len__"}
 
 
 def mode_cfg(mode: str, **extra):
-    return eval_cfg(ttt=mode, **COMMON, **MODES[mode], **extra)
+    return eval_cfg(ttt=mode, **COMMON, **{**MODES[mode], **extra})
 
 
 class LeakError(AssertionError):
@@ -145,7 +160,14 @@ def audited(monkeypatch):
     def count_step(optimizer, args, kwargs):
         AUDIT.steps += 1
 
+    adam = ttt_lora.LoraTTT._adam  # LoRA's batched Adam is not a torch optimizer
+
+    def lora_step(self, live):
+        AUDIT.steps += 1
+        adam(self, live)
+
     monkeypatch.setattr(engine, "device_stream", stream)
+    monkeypatch.setattr(ttt_lora.LoraTTT, "_adam", lora_step)
     monkeypatch.setattr(Scorer, "score", score)
     handle = register_optimizer_step_pre_hook(count_step)
     yield lambda: AUDIT
@@ -166,11 +188,11 @@ def audit_passes(cfg, table) -> bool:
     return True
 
 
-@pytest.mark.parametrize("mode", ["two-phase", "lora", "phased", "phased-lora"])
-def test_ttt_reads_only_scored_tokens(tokenizer, audited, mode):
+@pytest.mark.parametrize(("mode", "extra"), CASES)
+def test_ttt_reads_only_scored_tokens(tokenizer, audited, mode, extra):
     table = ByteTable.from_model(tokenizer)
     tokens = random_stream(400, seed=3)
-    run(tokens, table, mode_cfg(mode))
+    run(tokens, table, mode_cfg(mode, **extra))
     audit = audited()
     # Not vacuous: the mode stepped many times and read up to late in the stream.
     assert audit.steps >= 3 and audit.reads >= 3
@@ -178,29 +200,57 @@ def test_ttt_reads_only_scored_tokens(tokenizer, audited, mode):
     assert audit.known.all()  # and everything got scored
 
 
-@pytest.mark.parametrize(
-    ("mode", "module"),
-    [("two-phase", ttt), ("lora", ttt_lora), ("phased", ttt_phased), ("phased-lora", ttt_lora)],
-)
-def test_off_by_one_training_window_is_caught(tokenizer, audited, monkeypatch, mode, module):
+MODULES = {"two-phase": ttt, "lora": ttt_lora, "phased": ttt_phased, "phased-lora": ttt_lora}
+
+
+@pytest.mark.parametrize(("mode", "extra"), CASES)
+def test_off_by_one_training_window_is_caught(tokenizer, audited, monkeypatch, mode, extra):
     """Mutation: training sequences end one token after the last scored target."""
+    module = MODULES[mode]
     original = module.train_starts
     monkeypatch.setattr(module, "train_starts", lambda c0, c1, n: original(c0, c1 + 1, n))
     table = ByteTable.from_model(tokenizer)
     with pytest.raises(LeakError):
-        run(random_stream(400, seed=3), table, mode_cfg(mode))
+        run(random_stream(400, seed=3), table, mode_cfg(mode, **extra))
 
 
-@pytest.mark.parametrize("mode", ["two-phase", "lora", "phased", "phased-lora"])
-@pytest.mark.parametrize("t", [50, 233])
-def test_future_tokens_never_change_past_scores(tokenizer, mode, t):
-    table = ByteTable.from_model(tokenizer)
+def perturbed(t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two streams equal up to position t, different after."""
     a = random_stream(400, seed=1)
     b = a.copy()
     b[t + 1 :] = random_stream(400 - t - 1, seed=2, bos_every=53)
+    return a, b
+
+
+@pytest.mark.parametrize(("mode", "extra"), CASES)
+@pytest.mark.parametrize("t", [50, 233])
+def test_future_tokens_never_change_past_scores(tokenizer, mode, extra, t):
+    table = ByteTable.from_model(tokenizer)
+    a, b = perturbed(t)
+    nll_a = run(a, table, mode_cfg(mode, **extra)).token_nll()
+    nll_b = run(b, table, mode_cfg(mode, **extra)).token_nll()
+    np.testing.assert_array_equal(nll_a[:t], nll_b[:t])  # entry i is target i+1
+
+
+@pytest.mark.parametrize("mode", ["lora", "phased-lora"])
+def test_a_row_learning_from_the_next_row_is_caught(tokenizer, audited, monkeypatch, mode):
+    """Mutation: each row steps on the next row's sequences. Those tokens are scored (the
+    rows advance together), so the audit passes, but a row's scores now depend on later
+    text, which the perturbation check sees."""
+    step = ttt_lora.LoraTTT._step
+
+    def shifted(self, seqs):
+        if seqs := [(j - 1, s, n) for j, s, n in seqs if j > 0]:
+            step(self, seqs)
+
+    monkeypatch.setattr(ttt_lora.LoraTTT, "_step", shifted)
+    table = ByteTable.from_model(tokenizer)
+    a, b = perturbed(233)
+    run(a, table, mode_cfg(mode))  # the audit passes
+    assert audited().steps > 3
     nll_a = run(a, table, mode_cfg(mode)).token_nll()
     nll_b = run(b, table, mode_cfg(mode)).token_nll()
-    np.testing.assert_array_equal(nll_a[:t], nll_b[:t])  # entry i is target i+1
+    assert not np.array_equal(nll_a[:233], nll_b[:233])
 
 
 def test_compliant_flag_matches_the_audit(tokenizer, audited):

@@ -23,6 +23,7 @@ from pgolf.config.eval import EvalConfig
 from pgolf.data.bpb import ByteTable
 from pgolf.eval.engine import make_forward, run_eval
 from pgolf.eval.ttt_lora import LoraTTT
+from pgolf.eval.windows import block_bounds, chunk_blocks
 from pgolf.runtime import Dist
 
 
@@ -39,6 +40,7 @@ def test_fresh_adapters_change_nothing_and_close_restores_the_model():
     cfg = mode_cfg("lora")
     forward, _ = make_forward(model, cfg, torch.device("cpu"))
     lora = LoraTTT(model, forward, torch.as_tensor(x[0]), cfg, Dist())
+    lora._set_rows(torch.tensor([2]))  # 4 rows of adapters; this one sequence uses row 2
     assert not any(block.attn.fused_qkv for block in model.blocks)  # hooks need q/k/v calls
     with torch.no_grad():
         torch.testing.assert_close(model(x), before)  # B = 0: a no-op until trained
@@ -63,6 +65,31 @@ def test_lora_resets_per_document_and_adapts_after_the_first_chunk(tokenizer):
     first_chunk = 32  # block 0 (window 32) already holds >= 16 targets
     np.testing.assert_array_equal(plain[:first_chunk], adapted[:first_chunk])
     assert not np.array_equal(plain[first_chunk:], adapted[first_chunk:])
+
+
+def test_rows_start_fresh_and_the_first_row_is_the_stream_in_order(tokenizer):
+    """4 rows side by side: row k's first chunk is scored by fresh adapters (= no TTT), and
+    row 0 (which starts where one row would) scores its span as one row does, up to float
+    rounding (its forwards are batched with the other rows')."""
+    table = ByteTable.from_model(tokenizer)
+    tokens = random_stream(400, seed=1)
+    cfg = mode_cfg("lora")
+    assert cfg.ttt_lora_batch_docs == 4
+    plain = nll(tokens, table, eval_cfg(ttt="none")).token_nll()
+    rows = nll(tokens, table, cfg)
+    one = nll(tokens, table, mode_cfg("lora", ttt_lora_batch_docs=1))
+    assert rows.ttt_steps > 10 and rows.info["ttt_lora_batches"] < one.info["ttt_lora_batches"]
+    bounds = block_bounds(tokens.size, cfg.window, cfg.stride)
+    chunks = chunk_blocks(bounds, cfg.chunk_tokens())
+    m = len(chunks)
+    for k in range(4):
+        a, b = chunks[m * k // 4]
+        first = slice(bounds[a] - 1, bounds[b] - 1)  # entry i is target i+1
+        np.testing.assert_array_equal(rows.token_nll()[first], plain[first])
+    row0 = bounds[chunks[m // 4][0]] - 1
+    np.testing.assert_allclose(rows.token_nll()[:row0], one.token_nll()[:row0], rtol=1e-5)
+    assert not np.allclose(rows.token_nll()[row0:], one.token_nll()[row0:], rtol=1e-5)
+    assert rows.totals.val_bpb == pytest.approx(one.totals.val_bpb, rel=0.01)
 
 
 def test_short_documents_take_no_lora_step(tokenizer):
@@ -105,6 +132,11 @@ def test_longer_eval_window_than_training_uses_ntk_rope(tokenizer):
 def test_switches_are_validated_and_presets_resolve():
     with pytest.raises(ValueError, match="ttt_lora_targets"):
         eval_cfg(ttt="lora", ttt_lora_targets="q,head")
+    with pytest.raises(ValueError, match="ttt_lora_batch_docs must be >= 1"):
+        eval_cfg(ttt="lora", ttt_lora_batch_docs=0)
+    with pytest.raises(ValueError, match="ttt_lora_batch_docs=1"):
+        eval_cfg(ttt="phased-lora", ngram_tilt=True, ttt_lora_batch_docs=2)
+    eval_cfg(ttt="two-phase", ngram_tilt=True, ttt_lora_batch_docs=2)  # LoRA off: no matter
     with pytest.raises(ValueError, match="ttt_phases"):
         eval_cfg(ttt="phased", ttt_phases=0)
     default = EvalConfig()  # unchanged: two-phase on 32,768-target chunks
@@ -116,15 +148,17 @@ def test_switches_are_validated_and_presets_resolve():
         resolve("tiny").with_overrides(["eval.ttt=lora-everything"])
 
 
-@pytest.mark.parametrize("ttt", ["phased-lora"])
+@pytest.mark.parametrize("ttt", ["lora", "phased-lora"])
 def test_one_and_two_ranks_agree(tmp_path, tokenizer, ttt):
+    """LoRA rows are split over ranks (2 each here), phased steps are shared."""
     tokens = random_stream(403, seed=11)
     data = write_val(tmp_path / "data", tokens)
     art = write_fp32_artifact(tmp_path / "m.pgolf", noisy_tiny_model(), tokenizer)
     fast = ["--preset", "tiny", "--ttt", ttt]
     for key, value in {
         "window": 32, "stride": 8, "device": "cpu", "batch_windows": 3, "ttt_seq_len": 32,
-        "ttt_micro_batch": 1, "ttt_lora_chunk_tokens": 32, "ttt_lora_rank": 2,
+        "ttt_micro_batch": 1, "ttt_lora_chunk_tokens": 16, "ttt_lora_rank": 2,
+        "ttt_lora_batch_docs": 4,
         "ttt_lora_lr": 0.01, "ttt_phases": 2, "ttt_phased_prefix_tokens": 200,
         "ttt_phased_batch_seqs": 3, "ttt_phased_epochs": 1, "ttt_phased_lr": 0.02,
     }.items():  # fmt: skip
@@ -132,7 +166,9 @@ def test_one_and_two_ranks_agree(tmp_path, tokenizer, ttt):
     out = on_one_and_two_ranks(tmp_path, art, data, tokenizer, fast)
     (r1, n1), (r2, n2) = out[1], out[2]
     assert r2["world_size"] == 2 and r1["compliant"] and r2["compliant"]
-    assert r1["ttt_steps"] == r2["ttt_steps"] > 0 and r2["ttt_phased_pauses"] == 2
-    assert r1["time_ttt_lora_s"] > 0 and r1["time_ttt_phased_s"] > 0
+    assert r1["ttt_steps"] == r2["ttt_steps"] > 0 and r1["time_ttt_lora_s"] > 0
+    assert r1["ttt_lora_resets"] == r2["ttt_lora_resets"] > 0
+    if ttt == "phased-lora":
+        assert r2["ttt_phased_pauses"] == 2 and r1["time_ttt_phased_s"] > 0
     assert r2["val_bpb"] == pytest.approx(r1["val_bpb"], rel=1e-5)
     np.testing.assert_allclose(n2, n1, rtol=1e-4, atol=1e-5)

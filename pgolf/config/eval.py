@@ -99,6 +99,11 @@ class EvalConfig:
     # Short documents (PR #2014): no LoRA step while the current document has fewer scored
     # targets than this; a few tokens give a noisy step that costs a forward/backward. 0 = off.
     ttt_lora_min_doc_tokens: int = 0
+    # Documents adapted side by side (PR #1530: 64), over all ranks: the chunks are cut into
+    # this many contiguous rows, each with its own adapters, scored and stepped together (one
+    # step per chunk, not one per chunk of each document: 1 gave no result in 290 s on the
+    # H200). 1 = the stream in order, the only setting the n-gram tilt can follow.
+    ttt_lora_batch_docs: int = 64
     # --- phased global SGD (ttt=phased / phased-lora; PRs #1610, #1626) ---
     # How many pauses: after the first prefix*k/phases targets are scored (k = 1..phases), all
     # of the model trains on every scored target so far. PR #1626: 3 beat 1 by 0.0008 bpb,
@@ -168,6 +173,15 @@ class EvalConfig:
         )
         need(self.ttt_lora_chunk_tokens >= 1, "ttt_lora_chunk_tokens must be >= 1")
         need(self.ttt_lora_min_doc_tokens >= 0, "ttt_lora_min_doc_tokens must be >= 0")
+        need(
+            self.ttt_lora_batch_docs >= 1,
+            f"ttt_lora_batch_docs must be >= 1, got {self.ttt_lora_batch_docs}",
+        )
+        need(
+            not (self.ngram_tilt and self.uses_lora and self.ttt_lora_batch_docs > 1),
+            "ngram_tilt needs the val stream scored in order, and ttt_lora_batch_docs > 1 "
+            "scores rows of documents side by side; set eval.ttt_lora_batch_docs=1",
+        )
         need(self.ttt_phases >= 1, f"ttt_phases must be >= 1, got {self.ttt_phases}")
         need(self.ttt_phased_prefix_tokens >= 1, "ttt_phased_prefix_tokens must be >= 1")
         for name in ("ttt_lora_lr", "ttt_phased_lr"):

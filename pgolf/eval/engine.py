@@ -122,15 +122,8 @@ def make_adapters(
 
 
 def _adapt(adapters: list, clock: _Clock, chunk: int, c0: int, c1: int) -> None:
-    lora = next((a for a in adapters if a.name == "lora"), None)
     for adapter in adapters:
-        # Global SGD trains the base model: the current document's adapters stay out of it.
-        off = (
-            lora.suspended()
-            if lora is not None and adapter is not lora
-            else contextlib.nullcontext()
-        )
-        with clock.adapting(adapter.name), off:
+        with clock.adapting(adapter.name):
             adapter.adapt(chunk, c0, c1)
 
 
@@ -239,6 +232,9 @@ def _score_and_adapt(
     bounds = block_bounds(n_tokens, cfg.window, cfg.stride)
     windows = windows_for_blocks(bounds, cfg.window)
     chunks = chunk_blocks(bounds, cfg.chunk_tokens())
+    if adapters and adapters[0].name == "lora":  # documents side by side (ttt_lora.py)
+        totals = adapters[0].score_and_adapt(scorer, bounds, windows, chunks, adapters, clock)
+        return totals, len(chunks)
     totals = ScoreTotals()
     if cfg.ttt == "pre-train-on-val":
         for _ in range(cfg.ttt_research_epochs):

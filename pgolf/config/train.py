@@ -95,8 +95,9 @@ class TrainConfig:
     compile: bool = True
     # What torch.compile covers: "model" (one whole-model graph per block order and QAT
     # state: the most fusion) or "blocks" (each block, the embedding and the head apart:
-    # every layer and the recurrent order reuse one graph per distinct block structure, so
-    # the warm-up lowers a fraction of the code; docs/BENCHMARKS.md §00, issue 15).
+    # every layer and the recurrent order reuse one graph per distinct block structure).
+    # H200, record, bench/compile_scope_ab.sh: blocks warms up in 68.9 s instead of 122.6 s
+    # but steps 11.6 % slower (653,596 vs 739,125 tokens/s), so training keeps "model".
     compile_scope: Literal["model", "blocks"] = "model"
     # Inductor's mix-order reductions fuse a row reduction (an RMSNorm backward) with the
     # column reductions of per-channel parameter grads. On the H100 (torch 2.11) one such

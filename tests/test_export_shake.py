@@ -124,10 +124,10 @@ def test_statements_with_effects_stay():
         "def register(f):\n    REG[f.__name__] = f\n    return f\n"
         "@register\ndef hooked():\n    return 1\n"
         "@functools.cache\ndef unused():\n    return 2\n"
-        "X = len('abc')\n"
+        "X = open('/dev/null')\n"
     )
     out = shake.shake(src)
-    assert "def hooked" in out and "X = len" in out and "def unused" not in out
+    assert "def hooked" in out and "X = open" in out and "def unused" not in out
 
 
 @cache
@@ -141,6 +141,9 @@ def test_default_program_drops_what_the_script_never_runs():
     # resuming a run, the test helpers of GPTQ and of the n-gram tilt (off by default)
     assert "Trainer.resume" not in defs and "train" not in defs
     assert "load_pgolf_pack_gptq/gptq_quantize" not in defs and "make_logits_fn" not in defs
+    # the presets (the config is embedded resolved) and what only reading them needed
+    assert "preset" not in defs and "PRESET_NAMES" not in defs
+    assert not any(d.startswith("PRESETS") for d in defs)
     # what it runs stays
     assert {"Trainer.run", "Trainer.warmup", "Trainer.finish", "pack_checkpoint"} <= defs
     assert "load_pgolf_pack_gptq/gptq_quantize_many" in defs or any(
@@ -175,3 +178,38 @@ def test_every_global_the_minified_program_reads_is_bound(preset):
     not_carried = {m.rpartition(".")[2] for m in bundle.OPTIONAL}
     missing = reads - bound - set(dir(builtins)) - {"C", "__file__"} - not_carried
     assert not missing, sorted(missing)
+
+
+def test_unused_pure_constants_and_their_registry_stores_go():
+    src = (
+        "import re\nfrom typing import TypeVar\n"
+        "T = TypeVar('T')\nPAT = re.compile('a+')\nUSED = re.compile('b')\n"
+        "P = {'tiny': {'x': 1}}\nP['big'] = dict(P['tiny'])\n"
+        "NAMES = sorted(P)\n"
+        "print(USED.match('b'))\n"
+    )
+    out = shake.shake(src)
+    assert "USED = re.compile" in out
+    for gone in ("TypeVar(", "PAT", "P = ", "P['big']", "NAMES"):
+        assert gone not in out
+    _run(out)
+
+
+def test_a_registry_part_nothing_reads_becomes_none():
+    src = (
+        "class A:\n    pass\nclass B:\n    pass\n"
+        "PA = {'t': 1}\nPB = {'t': 2}\n"
+        "REG = {'a': (A, PA), 'b': (B, PB)}\n"
+        "def build(name):\n"
+        "    if name not in REG:\n        raise KeyError(name)\n"
+        "    return {k: cls() for k, (cls, _) in REG.items()}[name]\n"
+        "print(build('a'), sorted(REG))\n"
+    )
+    out = shake.shake(src)
+    assert "REG = {'a': (A, None), 'b': (B, None)}" in out and "PA" not in out
+    _run(out)
+    # a use that may read the second part keeps it
+    kept = shake.shake(src + "for k, (cls, presets) in REG.items():\n    print(presets)\n")
+    assert "(A, PA)" in kept and "PA = {" in kept
+    kept = shake.shake(src + "print(REG['a'])\n")
+    assert "(A, PA)" in kept

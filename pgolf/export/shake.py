@@ -49,6 +49,15 @@ PURE_METHOD_DECORATORS = PURE_DECORATORS | {
     "classmethod",
     "functools.cached_property",
 }
+# Calls that only build a value from their arguments (builtins pgolf never rebinds).
+PURE_CALLS = frozenset(
+    {
+        *("sorted", "set", "frozenset", "dict", "list", "tuple", "range", "len", "min", "max"),
+        *("str", "int", "float", "bool", "repr", "TypeVar", "typing.TypeVar"),
+        *("re.compile", "struct.Struct", "np.dtype", "numpy.dtype"),
+    }
+)
+_PURE_METHODS = frozenset({"keys", "values", "items", "copy"})
 # Attribute reads that another library may make on an object of ours (duck typing).
 _PROTOCOL_TYPES = (
     object,
@@ -96,12 +105,25 @@ def defined_name(node: ast.stmt) -> str | None:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         if len(targets) != 1 or not isinstance(targets[0], ast.Name) or node.value is None:
             return None
-        if any(
-            isinstance(n, (ast.Call, ast.Subscript, ast.Attribute)) for n in ast.walk(node.value)
-        ):
-            return None
-        return targets[0].id
+        return targets[0].id if pure(node.value) else None
     return None
+
+
+def pure(node: ast.expr) -> bool:
+    """Whether evaluating ``node`` has no effect but its value (so an unused one can go).
+
+    Displays, operators, comprehensions, attribute and subscript reads, lambdas, and calls
+    of a few functions known to only build a value (``sorted``, ``re.compile``, ...).
+    """
+    for n in ast.walk(node):
+        if isinstance(n, (ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)):
+            return False
+        if isinstance(n, ast.Call):
+            f = ast.unparse(n.func)
+            method = isinstance(n.func, ast.Attribute) and n.func.attr in _PURE_METHODS
+            if f not in PURE_CALLS and not (method and not n.args and not n.keywords):
+                return False
+    return True
 
 
 def _method_name(node: ast.stmt) -> str | None:
@@ -157,8 +179,26 @@ def _units(tree: ast.Module) -> tuple[list[_Unit], dict[int, int]]:
                 owner[id(x)] = i
         return i
 
+    defined: dict[str, int] = {}
     for stmt in tree.body:
+        target = stmt.targets[0] if isinstance(stmt, ast.Assign) else None
+        if (
+            isinstance(target, ast.Subscript)
+            and len(stmt.targets) == 1
+            and isinstance(target.value, ast.Name)
+            and target.value.id in defined
+            and pure(target.slice)
+            and pure(stmt.value)
+        ):
+            # ``X[k] = v`` filling a registry X: it goes with X
+            j = defined[target.value.id]
+            units[j].nodes.append(stmt)
+            for x in ast.walk(stmt):
+                owner[id(x)] = j
+            continue
         i = add([stmt], defined_name(stmt), "global", None)
+        if units[i].name:
+            defined[units[i].name] = i
         if isinstance(stmt, ast.ClassDef):
             groups: dict[str, list[ast.stmt]] = {}
             for s in stmt.body:
@@ -232,6 +272,135 @@ def _unannotate_globals(tree: ast.AST) -> None:
 
 def shake(source: str) -> str:
     """``source`` without the definitions and methods nothing reachable uses (module doc)."""
+    for _ in range(4):
+        source = _shake_once(source)
+        pruned = prune_registries(source)
+        if pruned == source:
+            break
+        source = pruned
+    return source
+
+
+# Uses of a registry ``X`` that read its keys only.
+_KEY_CALLS = frozenset({"set", "sorted", "list", "tuple", "frozenset", "len"})
+
+
+def prune_registries(source: str) -> str:
+    """Parts of a registry's entries that nothing reads become ``None``.
+
+    A registry is a module-level ``X = {key: (a, b, ...)}`` whose values are tuples of one
+    length. Where every use of ``X`` reads its keys (``k in X``, ``for k in X``,
+    ``sorted(X)``) or unpacks its entries in a loop (``for k, (a, _) in X.items()``,
+    ``for a, _ in X.values()``) and the name a part is unpacked into is never read there,
+    that part is replaced by ``None`` in every entry, and what only it named can be shaken.
+    """
+    tree = ast.parse(source)
+    parents = {id(c): p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+    registries: dict[str, int] = {}
+    for stmt in tree.body:
+        target = getattr(stmt, "target", None) or (getattr(stmt, "targets", None) or [None])[0]
+        value = getattr(stmt, "value", None)
+        if (
+            isinstance(stmt, (ast.Assign, ast.AnnAssign))
+            and isinstance(target, ast.Name)
+            and isinstance(value, ast.Dict)
+            and value.values
+            and None not in value.keys
+            and all(isinstance(v, ast.Tuple) for v in value.values)
+            and len({len(v.elts) for v in value.values}) == 1
+        ):
+            if target.id in registries:
+                registries[target.id] = -1  # bound twice: leave it
+            else:
+                registries[target.id] = len(value.values[0].elts)
+    if not registries:
+        return source
+    read: dict[str, set[int]] = {n: set() for n in registries}
+    table = symtable.symtable(source, "program", "exec")
+    for node, parent, chain in _walk_scoped([(n, tree) for n in tree.body], (table,)):
+        if not isinstance(node, ast.Name) or node.id not in registries:
+            continue
+        if _binding_scope(node.id, chain) != 0 or isinstance(parent, ast.Module):
+            continue
+        n = registries[node.id]
+        if isinstance(node.ctx, ast.Store) and _is_definition(parent, node, tree):
+            continue
+        read[node.id] |= _parts_read(node, parent, parents, n)
+    for stmt in tree.body:
+        target = getattr(stmt, "target", None) or (getattr(stmt, "targets", None) or [None])[0]
+        name = getattr(target, "id", None)
+        if name in registries and registries[name] > 0 and isinstance(stmt.value, ast.Dict):
+            for v in stmt.value.values:
+                for i in range(len(v.elts)):
+                    if i not in read[name] and not (
+                        isinstance(v.elts[i], ast.Constant) and v.elts[i].value is None
+                    ):
+                        v.elts[i] = ast.Constant(None)
+    ast.fix_missing_locations(tree)
+    return ast.unparse(tree)
+
+
+def _is_definition(parent: ast.AST, node: ast.Name, tree: ast.Module) -> bool:
+    return isinstance(parent, (ast.Assign, ast.AnnAssign)) and parent in tree.body
+
+
+def _parts_read(node: ast.Name, parent: ast.AST, parents: dict, n: int) -> set[int]:
+    """Which parts of ``X``'s entries this use of ``X`` may read (all unless we can tell)."""
+    every = set(range(n))
+    if not isinstance(node.ctx, ast.Load):
+        return every
+    if (
+        isinstance(parent, ast.Compare)
+        and node in parent.comparators
+        and all(isinstance(op, (ast.In, ast.NotIn)) for op in parent.ops)
+    ):
+        return set()
+    if isinstance(parent, (ast.For, ast.comprehension)) and parent.iter is node:
+        return set()
+    if (
+        isinstance(parent, ast.Call)
+        and isinstance(parent.func, ast.Name)
+        and parent.func.id in _KEY_CALLS
+        and parent.args == [node]
+        and not parent.keywords
+    ):
+        return set()
+    call = parents.get(id(parent))
+    if not (
+        isinstance(parent, ast.Attribute)
+        and parent.attr in ("items", "values")
+        and isinstance(call, ast.Call)
+        and not call.args
+        and not call.keywords
+    ):
+        return every
+    loop = parents.get(id(call))
+    if not isinstance(loop, (ast.For, ast.comprehension)) or loop.iter is not call:
+        return every
+    target = loop.target
+    if parent.attr == "items":
+        if not (isinstance(target, ast.Tuple) and len(target.elts) == 2):
+            return every
+        target = target.elts[1]
+    if not (isinstance(target, ast.Tuple) and len(target.elts) == n):
+        return every
+    # the names the parts are unpacked into, and whether the loop's scope reads them
+    scope = loop
+    while not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.Module)):
+        scope = parents.get(id(scope))
+        if scope is None:
+            return every
+    loads = {
+        x.id for x in ast.walk(scope) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)
+    }
+    out = set()
+    for i, part in enumerate(target.elts):
+        if not isinstance(part, ast.Name) or part.id in loads:
+            out.add(i)
+    return out
+
+
+def _shake_once(source: str) -> str:
     tree = ast.parse(source)
     _unannotate_globals(tree)
     drop_unreachable(tree)

@@ -75,16 +75,24 @@ STUB = '#coding:{enc}\nimport {mod};exec({mod}.decompress({lit}.encode("{enc}"))
 def latin1_literal(data: bytes) -> str:
     """A triple-quoted str literal whose latin-1 encoding is ``data``, as a latin-1 source.
 
-    Escaped: the quote (always, so no run of three ends the literal), the backslash, NUL
-    (sources cannot hold one) and CR (the reader turns it into LF). LF stays as it is.
+    Escaped: the backslash, NUL (sources cannot hold one), CR (the reader turns it into LF)
+    and only those quotes that would close the literal: every third of a run, and a run
+    that ends the data (it would run into the closing quotes). LF stays as it is.
     """
     q = '"' if data.count(b'"') <= data.count(b"'") else "'"
-    esc = {ord(q): "\\" + q, 92: "\\\\", 13: "\\r", 0: "\\0"}
-    out = []
+    esc = {92: "\\\\", 13: "\\r", 0: "\\0"}
+    out: list[str] = []
+    run = 0  # unescaped quotes just written
     for i, b in enumerate(data):
         e = esc.get(b)
         if b == 0 and data[i + 1 : i + 2].isdigit():
             e = "\\x00"  # a digit after \0 would extend the escape
+        if chr(b) == q:
+            run += 1
+            if run == 3 or not data[i + 1 :].strip(q.encode()):
+                e, run = "\\" + q, 0
+        else:
+            run = 0
         out.append(e or chr(b))
     return f"{q * 3}{''.join(out)}{q * 3}"
 

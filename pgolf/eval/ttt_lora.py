@@ -139,16 +139,18 @@ class LoraTTT:
         for lora in self.loras:
             lora.rows = rows
 
+    def _switch(self, on: bool) -> None:
+        for lora in self.loras:
+            lora.active = on
+
     @contextlib.contextmanager
     def suspended(self) -> Iterator[None]:
         """The base model alone (phased global SGD trains it without the current adapters)."""
-        for lora in self.loras:
-            lora.active = False
+        self._switch(False)
         try:
             yield
         finally:
-            for lora in self.loras:
-                lora.active = True
+            self._switch(True)
 
     def _lengths(self) -> list[int]:
         n = self.cfg.ttt_seq_len
@@ -165,6 +167,9 @@ class LoraTTT:
         for p in self.params:
             p.grad = None
         self._set_rows(torch.zeros(self.cfg.batch_windows, dtype=torch.long, device=dev))
+        # Off until score_and_adapt: the phased warm-up next compiles the base-model graph it
+        # trains with (adapters suspended), not one with adapters of another batch size.
+        self._switch(False)
 
     def score_and_adapt(self, scorer, bounds, windows: Windows, chunks, adapters, clock):
         """Score every chunk, learning after each (not after the last): the whole TTT eval."""
@@ -183,6 +188,7 @@ class LoraTTT:
             return inner(x, y, k)
 
         scorer.nll_fn = nll_fn if self.t.size > 1 else inner
+        self._switch(True)
         try:
             for s0, s1 in zip([0, *cuts], [*cuts, n], strict=True):
                 total.add(self._part(scorer, bounds, windows, chunks, s0, s1, clock))

@@ -247,54 +247,10 @@ class Trainer:
         torch.cuda.synchronize()
         self.log.log("warmup", steps=n, warmup_s=time.perf_counter() - t0)
 
-    # ---- resume / checkpoints -----------------------------------------------------------
-
-    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors = {f"model.{n}": p for n, p in self.model.named_parameters()}
-        tensors.update(self.muon.state_tensors())
-        adam_t, adam_steps = adam_state_tensors(self.adam, self.names)
-        tensors.update(adam_t)
-        if self.ema is not None:
-            tensors.update(self.ema.state_tensors())
-        if self.swa is not None:
-            tensors.update(self.swa.state_tensors())
-        meta = {
-            "step": self.step,
-            "elapsed_s": self.elapsed,
-            "qat_on": self.qat_on,
-            "adam_steps": adam_steps,
-            "swa_count": self.swa.count if self.swa else 0,
-            "world_size": self.dist.world_size,
-            "data": self.stream.fingerprint(),
-            "history": self.history,
-        }
-        return tensors, meta
-
-    def resume(self, run_dir: Path) -> None:
-        tensors, meta = load_resume(run_dir)
-        if meta["data"] != self.stream.fingerprint():
-            raise DataError(
-                f"{run_dir}: the train shards differ from the run's (names/sizes); resuming "
-                "would change the data order. Point --data at the original shards."
-            )
-        with torch.no_grad():
-            for n, p in self.model.named_parameters():
-                p.copy_(tensors[f"model.{n}"])
-        self.muon.load_state_tensors(tensors)
-        load_adam_state(self.adam, self.names, tensors, meta["adam_steps"])
-        if self.ema is not None:
-            self.ema.load_state_tensors(tensors)
-        if self.swa is not None:
-            self.swa.load_state_tensors(tensors, meta["swa_count"])
-        self.step, self.elapsed = meta["step"], meta["elapsed_s"]
-        self.qat_on = meta["qat_on"]
-        self.model.set_qat(self.cfg.train.qat_bits if self.qat_on else 0)
-        self.history = meta["history"]
-        self.log.log("resumed", step=self.step, elapsed_s=self.elapsed, qat=self.qat_on)
+    # ---- checkpoints ---------------------------------------------------------------------
 
     def save(self, extra: dict[str, Any]) -> None:
         weights, kind = averaged_weights(self.model, self.ema, self.swa)
-        tensors, meta = self.state_tensors()
         if not self.dist.is_main:
             return
         save_checkpoint(
@@ -304,7 +260,6 @@ class Trainer:
             tokenizer=self.tok,
             extra={"step": self.step, "train_s": self.elapsed, "averaging": kind, **extra},
         )
-        save_resume(self.out, tensors, meta)
         self.log.log("checkpoint", step=self.step, averaging=kind, path=str(self.out))
 
     # ---- validation ---------------------------------------------------------------------
@@ -402,8 +357,7 @@ class Trainer:
                     res = self.validate(self.model, tc.val_tokens)
                     self.history.append({"step": self.step, "val_bpb": res["val_bpb"]})
                     self.log.log("val", step=self.step, **res)
-                if tc.checkpoint_every_steps and self.step % tc.checkpoint_every_steps == 0:
-                    self.save({"kind": "periodic"})
+                self._periodic_checkpoint()
                 if stop_after_step is not None and self.step >= stop_after_step:
                     return {"stopped_at": self.step}
                 window_t += time.perf_counter() - paused
@@ -464,8 +418,7 @@ class Trainer:
                 "val_bpb_raw": raw["val_bpb"],
             }
         )
-        if self.dist.is_main:
-            plot_loss_curve(self.history, self.out / PLOT_FILE)
+        self._plot()
         return {
             "step": self.step,
             "train_s": self.elapsed,
@@ -473,6 +426,79 @@ class Trainer:
             "val_bpb_raw": raw["val_bpb"],
             "averaging": kind,
         }
+
+    def _periodic_checkpoint(self) -> None:
+        """Only ``pgolf train`` checkpoints as it goes (the exported script packs the end)."""
+
+    def _plot(self) -> None:
+        """The loss curve: only ``pgolf train`` draws it."""
+
+
+class ResumableTrainer(Trainer):
+    """The ``pgolf train`` run: periodic checkpoints with resume state, a loss-curve PNG.
+
+    The exported script runs the plain ``Trainer`` (one checkpoint at the end, which it
+    packs), so none of this is carried in its counted code.
+    """
+
+    def _periodic_checkpoint(self) -> None:
+        every = self.cfg.train.checkpoint_every_steps
+        if every and self.step % every == 0:
+            self.save({"kind": "periodic"})
+
+    def _plot(self) -> None:
+        if self.dist.is_main:
+            plot_loss_curve(self.history, self.out / PLOT_FILE)
+
+    def save(self, extra: dict[str, Any]) -> None:
+        """The checkpoint, then the resume state that continues from it."""
+        tensors, meta = self.state_tensors()
+        super().save(extra)
+        if self.dist.is_main:
+            save_resume(self.out, tensors, meta)
+
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {f"model.{n}": p for n, p in self.model.named_parameters()}
+        tensors.update(self.muon.state_tensors())
+        adam_t, adam_steps = adam_state_tensors(self.adam, self.names)
+        tensors.update(adam_t)
+        if self.ema is not None:
+            tensors.update(self.ema.state_tensors())
+        if self.swa is not None:
+            tensors.update(self.swa.state_tensors())
+        meta = {
+            "step": self.step,
+            "elapsed_s": self.elapsed,
+            "qat_on": self.qat_on,
+            "adam_steps": adam_steps,
+            "swa_count": self.swa.count if self.swa else 0,
+            "world_size": self.dist.world_size,
+            "data": self.stream.fingerprint(),
+            "history": self.history,
+        }
+        return tensors, meta
+
+    def resume(self, run_dir: Path) -> None:
+        tensors, meta = load_resume(run_dir)
+        if meta["data"] != self.stream.fingerprint():
+            raise DataError(
+                f"{run_dir}: the train shards differ from the run's (names/sizes); resuming "
+                "would change the data order. Point --data at the original shards."
+            )
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                p.copy_(tensors[f"model.{n}"])
+        self.muon.load_state_tensors(tensors)
+        load_adam_state(self.adam, self.names, tensors, meta["adam_steps"])
+        if self.ema is not None:
+            self.ema.load_state_tensors(tensors)
+        if self.swa is not None:
+            self.swa.load_state_tensors(tensors, meta["swa_count"])
+        self.step, self.elapsed = meta["step"], meta["elapsed_s"]
+        self.qat_on = meta["qat_on"]
+        self.model.set_qat(self.cfg.train.qat_bits if self.qat_on else 0)
+        self.history = meta["history"]
+        self.log.log("resumed", step=self.step, elapsed_s=self.elapsed, qat=self.qat_on)
 
 
 def train(
@@ -489,7 +515,7 @@ def train(
     ``stop_after_step`` ends the run early without the final save (tests use it to
     simulate a killed run).
     """
-    trainer = Trainer(cfg, Path(data_dir), Path(tokenizer), Path(out))
+    trainer = ResumableTrainer(cfg, Path(data_dir), Path(tokenizer), Path(out))
     try:
         trainer.warmup()
         if resume:

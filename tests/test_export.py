@@ -213,6 +213,14 @@ def test_exported_script_says_what_input_is_missing(tmp_path):
     )  # fmt: skip
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert "error: MAX_WALLCLOCK_SECONDS='soon' is not a valid train.train_seconds" in res.stderr
+    # values that parse but fail a config check: those checks stay in the script
+    for var, value in (("MAX_WALLCLOCK_SECONDS", "-5"), ("ITERATIONS", "-1")):
+        res = subprocess.run(
+            [sys.executable, "-I", str(script)], cwd=tmp_path, capture_output=True, text=True,
+            timeout=300, env={**os.environ, var: value},
+        )  # fmt: skip
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert f"error: {var}='{value}' is not a valid train." in res.stderr, res.stderr
 
 
 def test_default_program_is_one_module_without_pgolf_imports():

@@ -33,7 +33,7 @@ import python_minifier
 
 import pgolf
 from pgolf.config import RunConfig, from_json
-from pgolf.export import merge, shake
+from pgolf.export import checks, merge, shake
 from pgolf.io import atomic_write_text
 
 ENTRY = "pgolf.export.entry"
@@ -60,6 +60,11 @@ FOOTER = "{main}(C,__file__)"
 # Exceptions whose text the exported script keeps: what bad data, paths or tokenizers raise
 # at run time. Config checks lose theirs (the config was validated when exporting).
 KEEP_MESSAGES = ("DataError",)
+# Config fields the run replaces after export (besides the environment's, entry.ENV_OVERRIDES):
+# the tokenizer decides vocab_size and bos_id, the script measures its own code_bytes and
+# GPTQ builds an unfused copy of the model. Their checks stay in the script; the others,
+# which the exported config passed, are dropped (pgolf.export.checks).
+RUN_REPLACED = ("model.vocab_size", "model.bos_id", "model.fused_qkv", "pack.code_bytes")
 # codec name -> (compress, the module that undoes it)
 CODECS = {
     "lzma": (lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME), "lzma"),
@@ -189,7 +194,8 @@ def merged_program(names: list[str], root: Path) -> str:
         ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
         for p in root.rglob("*.py")
     )
-    tools = [Path(m.__file__).read_text() for m in (merge, shake)] + [Path(__file__).read_text()]
+    tools = [Path(m.__file__).read_text() for m in (merge, shake, checks)]
+    tools += [Path(__file__).read_text(), module_path(ENTRY, root).read_text()]
     key = hashlib.sha256(
         json.dumps([MINIFIER, tools, raw, every], sort_keys=True).encode()
     ).hexdigest()
@@ -218,7 +224,31 @@ def shaken_program(names: list[str], root: Path, raw: dict[str, str] | None = No
         lambda n: module_path(n, root) is not None,
         ENTRY,
     )
-    return shake.shake(merge.drop_messages(source, keep=KEEP_MESSAGES))
+    source = merge.drop_messages(source, keep=KEEP_MESSAGES)
+    return shake.shake(checks.strip_checks(source, config_sections(root)))
+
+
+def changeable_fields(root: Path | None = None) -> set[str]:
+    """``section.field`` names that may differ in the script from the exported config."""
+    tree = ast.parse(module_path(ENTRY, root).read_text())
+    env = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "ENV_OVERRIDES"
+    )
+    return set(env.values()) | set(RUN_REPLACED)
+
+
+def config_sections(root: Path | None = None) -> dict[str, tuple[set[str], set[str]]]:
+    """Config section class name -> (its fields, those that may change after export)."""
+    from pgolf.config import SECTIONS
+
+    changeable = changeable_fields(root)
+    out = {}
+    for section, (cls, _) in SECTIONS.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        out[cls.__name__] = (fields, {f for f in fields if f"{section}.{f}" in changeable})
+    return out
 
 
 def cache_dir() -> Path:

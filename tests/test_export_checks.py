@@ -103,8 +103,17 @@ def test_the_stripped_class_still_rejects_bad_changeable_values():
             make(seed=bad)
 
 
+def test_need_counts_as_a_check_only_if_it_is_one():
+    # a ``need`` that does something else is a call like any other: it stays
+    src = "def need(c, m):\n    print(c)\nclass K:\n    x: int = 1\n    def __post_init__(self):\n"
+    src += "        need(self.x > 0, '')\n"
+    out = checks.strip_checks(src, {"K": ({"x"}, set())})
+    assert "need(self.x > 0" in out
+
+
 def test_a_method_without_checks_left_goes():
-    src = "def need(c, m):\n    pass\nclass K:\n    x: int = 1\n    def __post_init__(self):\n"
+    src = "def need(c, m):\n    if not c:\n        raise ValueError(m)\n"
+    src += "class K:\n    x: int = 1\n    def __post_init__(self):\n"
     src += "        need(self.x > 0, '')\n"
     out = checks.strip_checks(src, {"K": ({"x"}, set())})
     assert "__post_init__" not in out and "class K" in out

@@ -27,6 +27,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 
+from pgolf.export import merge
+
 CHECK = "need"
 PURE_BUILTINS = frozenset(
     {"len", "all", "any", "bool", "isinstance", "min", "max", "abs", "sorted", "tuple", "set"}
@@ -39,16 +41,19 @@ class _Class:
     fields: set[str]  # the dataclass's fields
     fixed: set[str]  # those that cannot change after export
     props: dict[str, set[str] | None]  # property -> fields it reads (None: unknown)
+    check: str | None  # the program's check helper (``need``), if it has one
 
 
 def strip_checks(source: str, sections: dict[str, tuple[set[str], set[str]]]) -> str:
     """``source`` without the checks of ``sections`` (class name -> (fields, changeable))."""
     tree = ast.parse(source)
+    # ``need`` counts as a check only where the program's ``need`` is one (it raises if not cond)
+    check = CHECK if CHECK in {merge._checker(n) for n in tree.body} else None
     for node in tree.body:
         if not isinstance(node, ast.ClassDef) or node.name not in sections:
             continue
         fields, changeable = sections[node.name]
-        cls = _Class(fields, fields - changeable, {})
+        cls = _Class(fields, fields - changeable, {}, check)
         methods = {m.name: m for m in node.body if isinstance(m, ast.FunctionDef)}
         for name, m in methods.items():
             if any(ast.unparse(d) == "property" for d in m.decorator_list):
@@ -139,7 +144,7 @@ def _reads(node: ast.AST, cls: _Class, env: _Env) -> set[str] | None:
                 else:
                     return UNKNOWN
             elif isinstance(f, ast.Name):
-                if f.id not in PURE_BUILTINS and f.id != CHECK:
+                if f.id not in PURE_BUILTINS and f.id != cls.check:
                     return UNKNOWN
             elif not isinstance(f, ast.Attribute) or _is_self(f.value):
                 return UNKNOWN  # self.method(...), or a call of a call's result
@@ -183,7 +188,7 @@ def _check_reads(stmt: ast.stmt, cls: _Class, env: _Env) -> set[str] | None:
     """What a check statement reads; None if it is no check or reads what we cannot vouch for."""
     if isinstance(stmt, ast.Expr):
         c = stmt.value
-        if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == CHECK:
+        if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == cls.check:
             return _reads(c, cls, env)
         return UNKNOWN
     if not isinstance(stmt, ast.If) or stmt.orelse:

@@ -22,6 +22,7 @@ from pgolf.config.base import ConfigError
 from pgolf.config.eval import EvalConfig
 from pgolf.data.bpb import ByteTable
 from pgolf.eval.engine import make_forward, run_eval
+from pgolf.eval.report import warnings as report_warnings
 from pgolf.eval.ttt_lora import LoraTTT
 from pgolf.eval.windows import block_bounds, chunk_blocks
 from pgolf.runtime import Dist
@@ -172,3 +173,23 @@ def test_one_and_two_ranks_agree(tmp_path, tokenizer, ttt):
         assert r2["ttt_phased_pauses"] == 2 and r1["time_ttt_phased_s"] > 0
     assert r2["val_bpb"] == pytest.approx(r1["val_bpb"], rel=1e-5)
     np.testing.assert_allclose(n2, n1, rtol=1e-4, atol=1e-5)
+
+
+def _phased_report(tokenizer, prefix: int) -> dict:
+    table = ByteTable.from_model(tokenizer)
+    tokens = random_stream(400, seed=1)
+    cfg = mode_cfg("phased", ttt_phased_prefix_tokens=prefix)
+    result = nll(tokens, table, cfg)
+    fields = {k: v for k, v in vars(cfg).items() if k.startswith("ttt")}
+    return {**fields, **result.info, "full_split": True, "val_tokens": tokens.size}
+
+
+def test_a_phased_prefix_longer_than_the_split_is_warned_about(tokenizer):
+    # 399 targets: a 900-target prefix puts its boundaries at 301, 601 and 901, so only the
+    # first of three pauses runs (bench-300's 1.04 M targets against the 2.5 M prefix).
+    report = _phased_report(tokenizer, prefix=900)
+    assert report["ttt_phased_pauses"] == 1
+    (line,) = report_warnings(report)
+    assert "paused 1 of 3 times" in line and "(900)" in line and "(399 targets)" in line
+    assert report_warnings(_phased_report(tokenizer, prefix=200)) == []
+    assert report_warnings({**report, "full_split": False}) == []  # a prefix run: expected

@@ -73,7 +73,7 @@ def evaluate(
     from pgolf import runtime
     from pgolf.data.recorded import check_tokenizer_for_data
     from pgolf.eval.evaluate import evaluate_many
-    from pgolf.eval.report import detail_line, summary_line, write_report
+    from pgolf.eval.report import detail_line, summary_line, warnings, write_report
 
     modes = list(dict.fromkeys(ttt)) or [None]
     cfgs = [
@@ -105,6 +105,8 @@ def evaluate(
             for i, report in enumerate(reports):
                 click.echo(detail_line(report))
                 click.echo(summary_line(report))
+                for line in warnings(report):
+                    click.echo(line, err=True)
                 if reports_to is not None:
                     write_report(reports_to[i], report)
     finally:

@@ -86,6 +86,21 @@ def detail_line(report: dict[str, Any]) -> str:
     return format_line(rest)
 
 
+def warnings(report: dict[str, Any]) -> list[str]:
+    """What makes a report's figure mean less than it seems: one line each, for stderr."""
+    out = []
+    pauses, planned = report.get("ttt_phased_pauses"), report.get("ttt_phases")
+    if pauses is not None and report.get("full_split") and pauses < planned:
+        # bench-300's split (1.04 M targets) is shorter than the challenge's 2.5 M prefix.
+        out.append(
+            f"warning: phased TTT paused {pauses} of {planned} times: ttt_phased_prefix_tokens "
+            f"({report['ttt_phased_prefix_tokens']:,}) is longer than the val split "
+            f"({report['val_tokens'] - 1:,} targets), so later phases never ran and the TTT "
+            "gain understates the mode's; set eval.ttt_phased_prefix_tokens below the split"
+        )
+    return out
+
+
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
 

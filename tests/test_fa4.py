@@ -166,3 +166,23 @@ def test_mixed_dtypes_under_autocast_reach_the_kernel_in_autocast_dtype(referenc
     assert seen == [(torch.bfloat16,) * 3] * 2
     attention.attend(q, k, v, "fa4")  # fp32 without autocast: SDPA, not the kernel
     assert len(seen) == 2
+
+
+def test_use_flash_attn_4_silences_only_the_aux_data_jit_warning(monkeypatch):
+    import sys
+    import types
+    import warnings
+
+    interface = types.SimpleNamespace(_flash_attn_fwd=None, _flash_attn_bwd=None)
+    cute = types.ModuleType("flash_attn.cute")
+    cute.interface = interface
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    monkeypatch.setattr(fa4, "KERNELS", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fa4.use_flash_attn_4()
+        warnings.warn("Argument aux_data (position 17) cannot be converted", UserWarning)
+        warnings.warn("another warning", UserWarning)
+    assert [str(w.message) for w in caught] == ["another warning"]
+    assert set(fa4.KERNELS) == {"fwd", "bwd"}

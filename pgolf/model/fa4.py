@@ -15,6 +15,7 @@ only when the ``fa4`` backend is chosen, and ``attend`` calls ``torch.ops.pgolf.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -30,6 +31,11 @@ KERNELS: dict[str, Forward | Backward] = {}
 def use_flash_attn_4() -> None:
     """Point the ops at flash-attn-4's causal kernels (imports the package)."""
     from flash_attn.cute import interface
+
+    # b36 warns at each kernel's first JIT that its AuxData argument is not a JitArgument
+    # (twice per shape, several hundred characters each): harmless for these causal kernels,
+    # and it buried the stage logs' heartbeat lines on the H200 runs.
+    warnings.filterwarnings("ignore", message="Argument aux_data", category=UserWarning)
 
     def forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         out, lse, *_ = interface._flash_attn_fwd(q, k, v, causal=True, return_lse=True)

@@ -182,7 +182,9 @@ def test_use_flash_attn_4_silences_only_the_aux_data_jit_warning(monkeypatch):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fa4.use_flash_attn_4()
-        warnings.warn("Argument aux_data (position 17) cannot be converted", UserWarning)
-        warnings.warn("another warning", UserWarning)
+        warnings.warn(
+            "Argument aux_data (position 17) cannot be converted", UserWarning, stacklevel=1
+        )
+        warnings.warn("another warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["another warning"]
     assert set(fa4.KERNELS) == {"fwd", "bwd"}

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # compile_scope A/B on one GPU (issue 15's warm-up): the same preset's training step and
-# scoring compiled as one whole-model graph ("model") and per block ("blocks"), each in its own
-# process with empty Inductor/Triton caches, so each warm-up is a fresh machine's.
+# scoring compiled as one whole-model graph ("model"), as that graph with nested block regions
+# ("nested") and per block ("blocks"), each in its own process with empty Inductor/Triton
+# caches, so each warm-up is a fresh machine's. SCOPES="model blocks" picks a subset.
 #   source bench/gpu_carry.sh install && PRESET=record bash bench/compile_scope_ab.sh
 # Writes $OUT/compile_scope_{train,eval}_SCOPE.log (key:value lines and the JSON summaries).
 set -euo pipefail
 preset=${PRESET:-record}
 out=${OUT:-/tmp/compile_scope_ab}
 mkdir -p "$out"
-for scope in ${SCOPES:-model blocks}; do
+for scope in ${SCOPES:-model nested blocks}; do
   export TORCHINDUCTOR_CACHE_DIR=/tmp/ind_$scope TRITON_CACHE_DIR=/tmp/tri_$scope
   rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TRITON_CACHE_DIR"
   python3 bench/train_speed.py --preset "$preset" --backends "${BACKEND:-fa4}" --skip-agreement \

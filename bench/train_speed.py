@@ -133,6 +133,8 @@ def time_backend(name: str, args) -> dict:
     if args.compile and tc.compile_scope == "blocks":
         model.compile_blocks()
     elif args.compile:
+        if tc.compile_scope == "nested":
+            model.nest_blocks()
         fwd = torch.compile(model, fullgraph=True, dynamic=False, mode=args.compile_mode)
     groups = param_groups(model)
     muon = Muon(

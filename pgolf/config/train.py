@@ -98,7 +98,10 @@ class TrainConfig:
     # every layer and the recurrent order reuse one graph per distinct block structure).
     # H200, record, bench/compile_scope_ab.sh: blocks warms up in 68.9 s instead of 122.6 s
     # but steps 11.6 % slower (653,596 vs 739,125 tokens/s), so training keeps "model".
-    compile_scope: Literal["model", "blocks"] = "model"
+    # "nested": the whole-model graph with each block body a nested compile region, lowered
+    # once per structure (CPU Inductor, record-tiny, both orders: compile 92.4 s -> 75.8 s,
+    # blocks 42.5 s); not yet measured on a GPU.
+    compile_scope: Literal["model", "blocks", "nested"] = "model"
     # Inductor's mix-order reductions fuse a row reduction (an RMSNorm backward) with the
     # column reductions of per-channel parameter grads. On the H100 (torch 2.11) one such
     # kernel took 4.9 ms per micro-step; with them off training ran 4.1% faster
@@ -158,8 +161,8 @@ class TrainConfig:
             f"muon_ns_coeffs must be quintic or polar_express, got {self.muon_ns_coeffs!r}",
         )
         need(
-            self.compile_scope in ("model", "blocks"),
-            f"compile_scope must be model or blocks, got {self.compile_scope!r}",
+            self.compile_scope in ("model", "blocks", "nested"),
+            f"compile_scope must be model, blocks or nested, got {self.compile_scope!r}",
         )
         need(0 <= self.min_lr_frac < 1, "min_lr_frac must be in [0, 1) (0 = no floor)")
         # Both switch on when lr_scale drops below their threshold, which a floor at or above

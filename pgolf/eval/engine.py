@@ -99,6 +99,8 @@ def make_forward(model: nn.Module, cfg: EvalConfig, device: torch.device) -> tup
             )
         model.compile_blocks()
         return make_nll_fn(model), True
+    if cfg.compile_scope == "nested" and hasattr(model, "nest_blocks"):
+        model.nest_blocks()
     return make_nll_fn(model, compile=True), True
 
 

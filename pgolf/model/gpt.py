@@ -43,8 +43,29 @@ class Block(nn.Module):
         self.register_buffer("ln_scale", torch.tensor(scale), persistent=False)
         # GPT-J style from this layer on: the MLP reads the attention's input (PR #1204).
         self.parallel = 0 <= cfg.parallel_residual_from <= layer
+        # compile_scope "nested" (GPT.nest_blocks): run the body as a nested compile region.
+        self.nested = False
 
     def forward(
+        self, x: torch.Tensor, x0: torch.Tensor, v_extra: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.nested:
+            # The first block gets x is x0; a region body traced with those inputs aliased and
+            # reused for later calls gave wrong resid_mix gradients (torch 2.13, CPU, caught by
+            # tests/test_compile_blocks.py), so the region never sees aliased inputs.
+            return self._nested_body(x.clone() if x is x0 else x, x0, v_extra)
+        return self._body(x, x0, v_extra)
+
+    # Inside a whole-model torch.compile, every call of this region with the same structure
+    # reuses one compiled body (hierarchical compilation); outside a compile it is a plain
+    # call. getattr: a torch without the API (older than 2.8) runs the plain body.
+    @getattr(torch.compiler, "nested_compile_region", lambda fn: fn)
+    def _nested_body(
+        self, x: torch.Tensor, x0: torch.Tensor, v_extra: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self._body(x, x0, v_extra)
+
+    def _body(
         self, x: torch.Tensor, x0: torch.Tensor, v_extra: torch.Tensor | None
     ) -> torch.Tensor:
         if self.resid_mix is not None:
@@ -204,6 +225,16 @@ class GPT(nn.Module):
             block.compile(**opts)
         self.embed = torch.compile(self.embed, **opts)
         self.output = torch.compile(self.output, **opts)
+
+    def nest_blocks(self) -> None:
+        """Mark each block's body as a nested compile region (``compile_scope="nested"``).
+
+        The model is still compiled whole, one graph per block order, but the body of each
+        block structure is lowered once and stamped out for every layer and recurrent pass
+        that shares it: the warm-up of ``blocks`` without its per-block calls at run time.
+        """
+        for block in self.blocks:
+            block.nested = True
 
     def output(
         self, h: torch.Tensor, target_ids: torch.Tensor | None = None, reduction: str = "mean"

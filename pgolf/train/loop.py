@@ -138,6 +138,8 @@ class Trainer:
         if compiled and tc.compile_scope == "blocks":
             self.model.compile_blocks()
         elif compiled:
+            if tc.compile_scope == "nested":
+                self.model.nest_blocks()
             self.fwd = torch.compile(self.model, fullgraph=True, dynamic=False)
         if d.distributed:
             # RoPE tables are the only buffers and are identical everywhere: no broadcasts.

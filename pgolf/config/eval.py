@@ -37,12 +37,13 @@ class EvalConfig:
     device: str = "auto"
     # torch.compile the forward on GPU (fixed shapes; the last batch is padded). Ignored on CPU.
     compile: bool = True
-    # "blocks" (each block, embedding and head apart, one graph per distinct block structure)
-    # or "model" (one graph for the whole forward). H200, record model, 500k synthetic tokens
-    # (bench/compile_scope_ab.sh): compile 62.8 s -> 22.0 s, scoring 56.2 s -> 10.3 s.
-    # "nested": one whole graph whose block bodies are nested compile regions (lowered once per
-    # block structure); built on CPU, not yet measured on a GPU.
-    compile_scope: Literal["model", "blocks", "nested"] = "blocks"
+    # "model" (one graph for the whole forward), "blocks" (each block, embedding and head
+    # apart, one graph per distinct block structure) or "nested" (one whole graph whose block
+    # bodies are nested compile regions; built on CPU, not yet measured on a GPU). The record
+    # presets use "blocks": H200, record model, 500k synthetic tokens
+    # (bench/compile_scope_ab.sh): compile 62.8 s -> 22.0 s, scoring 56.2 s -> 10.3 s. The
+    # `default` model scored well whole (32,192 tokens/s) and was not measured per block.
+    compile_scope: Literal["model", "blocks", "nested"] = "model"
     # bf16 autocast for matmuls on GPU (the model keeps an fp32 log-softmax). Ignored on CPU.
     autocast_bf16: bool = True
     # Test-time training mode: "two-phase" (score-first, default), "none", the non-compliant
@@ -244,6 +245,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # adapted in 55 s and gained 0.0011; phased-lora (per-document LoRA rank 64 on 128-token
     # chunks as well) gave no result within 290 s, so the record scores with phased only.
     "record": {
+        "compile_scope": "blocks",
         "ttt": "phased",
         "ttt_phases": 3,
         "ttt_phased_prefix_tokens": 2_500_000,
@@ -251,6 +253,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The same switches at the tiny width (CPU tests and the demo).
     "record-tiny": {
+        "compile_scope": "blocks",
         "window": 128,
         "stride": 32,
         "batch_windows": 16,

@@ -116,7 +116,7 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     from pgolf.model import GPT
 
     with torch.device("meta"):
-        model = GPT(config)
+        model = GPT(config, init_weights=False)
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
@@ -175,7 +175,7 @@ def build_model(loaded: LoadedArtifact) -> torch.nn.Module:
             f"{loaded.kind} tensors do not match its model config: {problem} "
             "(written by another pgolf version?)"
         )
-    model = GPT(loaded.model_config)
+    model = GPT(loaded.model_config, init_weights=False)
     model.load_state_dict(loaded.state, strict=True)
     return model.float().eval()
 

@@ -79,7 +79,9 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, init_weights: bool = True) -> None:
+        """``init_weights=False`` for a model whose weights are loaded next: the orthogonal
+        init of a record-size model takes ~10 s of CPU (2 cores) only to be overwritten."""
         super().__init__()
         self.cfg = cfg
         self.vocab_size = cfg.vocab_size
@@ -118,7 +120,8 @@ class GPT(nn.Module):
             if ve_layers
             else None
         )
-        self._init_weights()
+        if init_weights:
+            self._init_weights()
 
     @torch.no_grad()
     def _init_weights(self) -> None:

@@ -287,7 +287,8 @@ def calibration_model(tensors: dict[str, torch.Tensor], model_cfg) -> torch.nn.M
     except ImportError as e:  # the model package is owned elsewhere; fail clearly
         raise PgolfError(f"GPTQ needs pgolf.model.GPT, which is not importable ({e})") from None
     device = _device()
-    model = GPT(dataclasses.replace(model_cfg, fused_qkv=False)).float().eval()
+    model = GPT(dataclasses.replace(model_cfg, fused_qkv=False), init_weights=False)
+    model = model.float().eval()
     missing, unexpected = model.load_state_dict(
         {k: v.float() for k, v in tensors.items()}, strict=False
     )

@@ -397,7 +397,7 @@ class Trainer:
         tc = self.cfg.train
         weights, kind = averaged_weights(self.model, self.ema, self.swa)
         with self.device:
-            final_model = GPT(self.cfg.model)
+            final_model = GPT(self.cfg.model, init_weights=False)
         final_model.load_state_dict(weights)
         raw = self.validate(self.model, tc.final_val_tokens)
         avg = self.validate(final_model, tc.final_val_tokens)

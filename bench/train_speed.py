@@ -129,13 +129,7 @@ def time_backend(name: str, args) -> dict:
     model.set_recurrence(mcfg.recurrence)  # the steady state after recur_after_frac
     if tc.fp8_matmuls:  # as the trainer does
         model.set_block_matmul(fp8_linear)
-    fwd = model
-    if args.compile and tc.compile_scope == "blocks":
-        model.compile_blocks()
-    elif args.compile:
-        if tc.compile_scope == "nested":
-            model.nest_blocks()
-        fwd = torch.compile(model, fullgraph=True, dynamic=False, mode=args.compile_mode)
+    fwd = model.compiled(tc.compile_scope, args.compile_mode) if args.compile else model
     groups = param_groups(model)
     muon = Muon(
         groups["matrix"],

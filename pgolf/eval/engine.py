@@ -147,7 +147,7 @@ def make_tilt(
         min_count=cfg.ngram_min_count,
     )
     # Under compile_scope "blocks" the model's own parts are compiled already.
-    whole = compiled and cfg.compile_scope == "model"
+    whole = compiled and cfg.compile_scope != "blocks"
     return tilt, make_logits_fn(model, compile=whole)
 
 

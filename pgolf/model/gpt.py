@@ -211,6 +211,17 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         return self.output(self.hidden(input_ids), target_ids, reduction)
 
+    def compiled(self, scope: str, mode: str | None = None):
+        """What to call to run this model compiled under ``compile_scope`` ``scope``: the model
+        itself with its parts compiled ("blocks"), else one whole-model compile ("model",
+        "nested" with the block bodies marked as nested regions first)."""
+        if scope == "blocks":
+            self.compile_blocks()
+            return self
+        if scope == "nested":
+            self.nest_blocks()
+        return torch.compile(self, fullgraph=True, dynamic=False, mode=mode)
+
     def compile_blocks(self, backend: Any = "inductor") -> None:
         """torch.compile each block, the embedding and the head apart, in place.
 

@@ -134,13 +134,7 @@ class Trainer:
         compiled = self.cuda and tc.compile
         if compiled:
             runtime.set_mix_order_reduction(tc.inductor_mix_order_reduction)
-        self.fwd = self.model
-        if compiled and tc.compile_scope == "blocks":
-            self.model.compile_blocks()
-        elif compiled:
-            if tc.compile_scope == "nested":
-                self.model.nest_blocks()
-            self.fwd = torch.compile(self.model, fullgraph=True, dynamic=False)
+        self.fwd = self.model.compiled(tc.compile_scope) if compiled else self.model
         if d.distributed:
             # RoPE tables are the only buffers and are identical everywhere: no broadcasts.
             # (torch 2.13 renames the flag; 2.11 on the GPU machines only knows this one.)

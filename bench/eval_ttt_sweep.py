@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Score-first TTT sweep on a real artifact: one load, one process, several eval configs.
 
-    python bench/eval_ttt_sweep.py ARTIFACT --data DIR --tokenizer M \
+    python bench/eval_ttt_sweep.py ARTIFACT --data DIR --tokenizer M [--preset record] \
         --variant none:ttt=none --variant p2_lr1e-2:ttt_phase2_lr=0.01 ...
 
-Each variant is ``NAME:key=value,key=value`` over the eval section (on top of ``--set``).
+Each variant is ``NAME:key=value,key=value`` over the eval section of --preset (on top of
+``--set``).
 Variants run in order from the artifact's weights (reset between runs). Prints one
 key:value line per variant and a JSON list at the end; used to choose the TTT defaults.
 """
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--variant", action="append", required=True, help="NAME:key=v,key=v")
+    ap.add_argument("--preset", default="default", help="whose eval section the variants change")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--max-tokens", type=int, default=None)
     args = ap.parse_args()
@@ -37,7 +39,7 @@ def main() -> None:
         name, _, kv = spec.partition(":")
         sets = [f"eval.{item}" for item in kv.split(",") if item]
         names.append(name)
-        cfgs.append(resolve("default", [*args.overrides, *sets]).eval)
+        cfgs.append(resolve(args.preset, [*args.overrides, *sets]).eval)
     reports = evaluate_many(
         args.artifact, args.data, args.tokenizer, cfgs, max_tokens=args.max_tokens
     )

@@ -224,7 +224,8 @@ def test_exported_script_says_what_input_is_missing(tmp_path):
 
 
 def test_default_program_is_one_module_without_pgolf_imports():
-    text = bundle.merged_program(bundle.run_modules(resolve("default")), bundle.package_root())
+    run = resolve("default")
+    text = bundle.merged_program(bundle.run_modules(run), bundle.package_root(), run)
     imported = set()
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):

@@ -121,7 +121,8 @@ def test_a_method_without_checks_left_goes():
 
 @cache
 def _program(preset: str) -> str:
-    return bundle.shaken_program(bundle.run_modules(resolve(preset)), bundle.package_root())
+    run = resolve(preset)
+    return bundle.shaken_program(bundle.run_modules(run), bundle.package_root(), run)
 
 
 def _post_inits(src: str) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import builtins
 import symtable
+import sys
+import types
 from functools import cache
 
 import pytest
@@ -133,7 +135,7 @@ def test_statements_with_effects_stay():
 @cache
 def _program(preset: str, *overrides: str) -> str:
     run = resolve(preset, list(overrides))
-    return bundle.shaken_program(bundle.run_modules(run), bundle.package_root())
+    return bundle.shaken_program(bundle.run_modules(run), bundle.package_root(), run)
 
 
 def test_default_program_drops_what_the_script_never_runs():
@@ -159,7 +161,8 @@ def test_a_config_that_switches_the_ngram_tilt_on_keeps_it():
 @pytest.mark.parametrize("preset", ["default", "record", "tiny"])
 def test_every_global_the_minified_program_reads_is_bound(preset):
     # a definition dropped while still used would be a NameError at run time
-    text = bundle.merged_program(bundle.run_modules(resolve(preset)), bundle.package_root())
+    run = resolve(preset)
+    text = bundle.merged_program(bundle.run_modules(run), bundle.package_root(), run)
     top = symtable.symtable(text, "program", "exec")
     bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
     bound |= {s.get_name() for s in top.get_symbols() if s.is_namespace()}
@@ -213,3 +216,25 @@ def test_a_registry_part_nothing_reads_becomes_none():
     assert "(A, PA)" in kept and "PA = {" in kept
     kept = shake.shake(src + "print(REG['a'])\n")
     assert "(A, PA)" in kept
+
+
+def test_a_class_named_only_in_signature_annotations_goes():
+    # the program starts with ``from __future__ import annotations``: a function's parameter,
+    # return and local annotations are never evaluated; class-level ones (dataclass fields,
+    # which typing.get_type_hints reads) are
+    src = (
+        "from __future__ import annotations\nimport dataclasses\n"
+        "class OnlyAnnotated:\n    pass\n"
+        "class Field:\n    pass\n"
+        "@dataclasses.dataclass\nclass Cfg:\n    f: Field | None = None\n"
+        "def run(x: OnlyAnnotated) -> OnlyAnnotated:\n    y: OnlyAnnotated = x\n    return Cfg()\n"
+        "run(1)\n"
+    )
+    out = shake.shake(src)
+    assert "class OnlyAnnotated" not in out and "class Field" in out
+    module = types.ModuleType("pgolf_shaken_annotations")  # dataclasses look their module up
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(out, "t", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]

@@ -33,7 +33,7 @@ import python_minifier
 
 import pgolf
 from pgolf.config import RunConfig, from_json
-from pgolf.export import checks, merge, shake
+from pgolf.export import checks, merge, shake, specialize
 from pgolf.io import atomic_write_text
 
 ENTRY = "pgolf.export.entry"
@@ -180,29 +180,31 @@ def run_modules(run: RunConfig, root: Path | None = None) -> list[str]:
     return sorted(seen)
 
 
-def merged_program(names: list[str], root: Path) -> str:
+def merged_program(names: list[str], root: Path, run: RunConfig) -> str:
     """The carried modules as one minified module ending in ``main(C,__file__)``.
 
-    pgolf.export.merge puts them in one namespace and drops the definitions nothing uses;
-    python_minifier then renames globals and locals across the whole program (class-level
-    names, so dataclass fields and config keys, stay). Cached on disk by the sources, the
-    names of pgolf's modules, this exporter's code and the minifier version: merging and
-    minifying take seconds.
+    pgolf.export.merge puts them in one namespace and drops the definitions nothing uses,
+    pgolf.export.specialize the branches ``run``'s fixed fields rule out; python_minifier
+    then renames globals and locals across the whole program (class-level names, so
+    dataclass fields and config keys, stay). Cached on disk by the sources, the names of
+    pgolf's modules, the fixed config values, this exporter's code and the minifier version:
+    merging and minifying take seconds.
     """
     raw = {n: module_path(n, root).read_text() for n in names}
     every = sorted(
         ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
         for p in root.rglob("*.py")
     )
-    tools = [Path(m.__file__).read_text() for m in (merge, shake, checks)]
+    tools = [Path(m.__file__).read_text() for m in (merge, shake, checks, specialize)]
     tools += [Path(__file__).read_text(), module_path(ENTRY, root).read_text()]
+    spec = config_spec(run, root)
     key = hashlib.sha256(
-        json.dumps([MINIFIER, tools, raw, every], sort_keys=True).encode()
+        json.dumps([MINIFIER, tools, raw, every, dataclasses.asdict(spec)], sort_keys=True).encode()
     ).hexdigest()
     cached = cache_dir() / f"{key}.py"
     if cached.is_file():
         return cached.read_text()
-    text = _minify(shaken_program(names, root, raw))
+    text = _minify(shaken_program(names, root, run, raw))
     if "C" in merge.module_bindings(text):
         raise merge.MergeError("the minified program binds C, the name of the embedded config")
     try:
@@ -213,8 +215,13 @@ def merged_program(names: list[str], root: Path) -> str:
     return text
 
 
-def shaken_program(names: list[str], root: Path, raw: dict[str, str] | None = None) -> str:
-    """The carried modules merged, their messages dropped and shaken: the program unminified."""
+def shaken_program(
+    names: list[str], root: Path, run: RunConfig, raw: dict[str, str] | None = None
+) -> str:
+    """The carried modules merged, their messages, checks and dead branches dropped, shaken.
+
+    This is the program unminified, specialized to ``run``'s fixed config fields.
+    """
     raw = raw or {n: module_path(n, root).read_text() for n in names}
     packages = {n for n in names if module_path(n, root).name == "__init__.py"}
     source = merge.merge(
@@ -225,7 +232,8 @@ def shaken_program(names: list[str], root: Path, raw: dict[str, str] | None = No
         ENTRY,
     )
     source = merge.drop_messages(source, keep=KEEP_MESSAGES)
-    return shake.shake(checks.strip_checks(source, config_sections(root)))
+    source = checks.strip_checks(source, config_sections(root))
+    return shake.shake(specialize.specialize(source, config_spec(run, root)))
 
 
 def changeable_fields(root: Path | None = None) -> set[str]:
@@ -249,6 +257,16 @@ def config_sections(root: Path | None = None) -> dict[str, tuple[set[str], set[s
         fields = {f.name for f in dataclasses.fields(cls)}
         out[cls.__name__] = (fields, {f for f in fields if f"{section}.{f}" in changeable})
     return out
+
+
+def config_spec(run: RunConfig, root: Path | None = None) -> specialize.Spec:
+    """The values of ``run``'s fields that cannot change in the script (the others left out)."""
+    from pgolf.config import SECTIONS
+
+    classes = {section: cls for section, (cls, _) in SECTIONS.items()}
+    # the config as the script rebuilds it from C: a default it omits keeps its own type
+    # (embed_bits 8, where the full JSON gives 8.0)
+    return specialize.spec_for(from_json(config_delta(run)), classes, changeable_fields(root))
 
 
 def cache_dir() -> Path:
@@ -293,7 +311,7 @@ def _build(run_json: str, root_dir: str) -> Script:
     root = Path(root_dir)
     run = from_json(run_json)
     names = run_modules(run, root)
-    first, rest = merged_program(names, root).split("\n", 1)
+    first, rest = merged_program(names, root, run).split("\n", 1)
     assert first == merge.FUTURE, first
     config = json.dumps(config_delta(run), separators=(",", ":"))
     program = f"{first}\nC={config!r}\n{rest}"

@@ -270,6 +270,37 @@ def _unannotate_globals(tree: ast.AST) -> None:
         fn.body = body
 
 
+def _signature_annotations(tree: ast.Module) -> set[int]:
+    """Nodes of functions' parameter and return annotations and of local annotations.
+
+    The program starts with ``from __future__ import annotations`` (merge.FUTURE), so they
+    are strings nothing evaluates (the minifier drops them; custom ops get theirs as code,
+    see merge._keep_signature_annotations), and a class named only there (``swa: SWA | None``)
+    is not used. Module- and class-level annotations stay reads: ``typing.get_type_hints``
+    evaluates the config sections' field annotations.
+    """
+    out: set[int] = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = fn.args
+        anns = [
+            x.annotation
+            for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg)
+            if x is not None and x.annotation is not None
+        ]
+        anns += [fn.returns] if fn.returns is not None else []
+        todo = list(fn.body)
+        while todo:  # local annotations (a class's own, in a loader, are its fields)
+            s = todo.pop()
+            if isinstance(s, ast.AnnAssign):
+                anns.append(s.annotation)
+            if not isinstance(s, ast.ClassDef):
+                todo += [c for c in ast.iter_child_nodes(s) if isinstance(c, ast.stmt)]
+        out |= {id(n) for ann in anns for n in ast.walk(ann)}
+    return out
+
+
 def shake(source: str) -> str:
     """``source`` without the definitions and methods nothing reachable uses (module doc)."""
     for _ in range(4):
@@ -408,8 +439,11 @@ def _shake_once(source: str) -> str:
     tree = ast.parse(source)
     units, owner = _units(tree)
     table = symtable.symtable(source, "program", "exec")
+    unread = _signature_annotations(tree)
     for node, _parent, chain in _walk_scoped([(n, tree) for n in tree.body], (table,)):
         u = units[owner[id(node)]]
+        if id(node) in unread:
+            continue
         if isinstance(node, ast.Name) and _binding_scope(node.id, chain) == 0:
             u.globals.add(node.id)
         elif isinstance(node, ast.Attribute):

@@ -67,6 +67,8 @@ CASES = [
     ("lora", {}),
     ("lora", {"ttt_lora_batch_docs": 1}),
     ("phased", {}),
+    # A prefix past the split capped (the record presets cap at 40 %): all pauses inside it.
+    ("phased", {"ttt_phased_prefix_tokens": 10_000, "ttt_phased_prefix_max_frac": 0.6}),
     ("phased-lora", {}),
     ("phased-lora", {"ttt_lora_batch_docs": 1}),
 ]

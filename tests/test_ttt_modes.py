@@ -140,6 +140,9 @@ def test_switches_are_validated_and_presets_resolve():
     eval_cfg(ttt="two-phase", ngram_tilt=True, ttt_lora_batch_docs=2)  # LoRA off: no matter
     with pytest.raises(ValueError, match="ttt_phases"):
         eval_cfg(ttt="phased", ttt_phases=0)
+    for frac in (0.0, 1.5):
+        with pytest.raises(ValueError, match="ttt_phased_prefix_max_frac must be in"):
+            eval_cfg(ttt="phased", ttt_phased_prefix_max_frac=frac)
     default = EvalConfig()  # unchanged: two-phase on 32,768-target chunks
     assert default.ttt == "two-phase" and default.chunk_tokens() == 32_768
     for name in ("record", "record-tiny"):
@@ -175,10 +178,10 @@ def test_one_and_two_ranks_agree(tmp_path, tokenizer, ttt):
     np.testing.assert_allclose(n2, n1, rtol=1e-4, atol=1e-5)
 
 
-def _phased_report(tokenizer, prefix: int) -> dict:
+def _phased_report(tokenizer, prefix: int, max_frac: float = 1.0) -> dict:
     table = ByteTable.from_model(tokenizer)
     tokens = random_stream(400, seed=1)
-    cfg = mode_cfg("phased", ttt_phased_prefix_tokens=prefix)
+    cfg = mode_cfg("phased", ttt_phased_prefix_tokens=prefix, ttt_phased_prefix_max_frac=max_frac)
     result = nll(tokens, table, cfg)
     fields = {k: v for k, v in vars(cfg).items() if k.startswith("ttt")}
     return {**fields, **result.info, "full_split": True, "val_tokens": tokens.size}
@@ -193,3 +196,16 @@ def test_a_phased_prefix_longer_than_the_split_is_warned_about(tokenizer):
     assert "paused 1 of 3 times" in line and "(900)" in line and "(399 targets)" in line
     assert report_warnings(_phased_report(tokenizer, prefix=200)) == []
     assert report_warnings({**report, "full_split": False}) == []  # a prefix run: expected
+
+
+def test_the_phased_prefix_is_capped_at_a_fraction_of_the_split(tokenizer):
+    # 399 targets, cap 0.4: the 900-target prefix becomes 159, so all three pauses run
+    # (boundaries 54, 107, 160) and no warning is due; a prefix under the cap is kept.
+    capped = _phased_report(tokenizer, prefix=900, max_frac=0.4)
+    assert capped["ttt_phased_prefix_used"] == 159
+    assert capped["ttt_phased_pauses"] == 3
+    assert report_warnings(capped) == []
+    kept = _phased_report(tokenizer, prefix=120, max_frac=0.4)
+    assert kept["ttt_phased_prefix_used"] == 120 and kept["ttt_phased_pauses"] == 3
+    uncapped = _phased_report(tokenizer, prefix=900)
+    assert uncapped["ttt_phased_prefix_used"] == 900 and uncapped["ttt_phased_pauses"] == 1

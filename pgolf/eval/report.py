@@ -96,7 +96,8 @@ def warnings(report: dict[str, Any]) -> list[str]:
             f"warning: phased TTT paused {pauses} of {planned} times: ttt_phased_prefix_tokens "
             f"({report['ttt_phased_prefix_tokens']:,}) is longer than the val split "
             f"({report['val_tokens'] - 1:,} targets), so later phases never ran and the TTT "
-            "gain understates the mode's; set eval.ttt_phased_prefix_tokens below the split"
+            "gain understates the mode's; cap the prefix with eval.ttt_phased_prefix_max_frac "
+            "(the record presets: 0.4) or set eval.ttt_phased_prefix_tokens below the split"
         )
     return out
 

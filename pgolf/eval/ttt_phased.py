@@ -1,6 +1,7 @@
 """Phased global SGD on already-scored text (leaderboard PRs #1610, #1626), score-first.
 
-The first ``ttt_phased_prefix_tokens`` targets are cut into ``ttt_phases`` equal parts.
+The first ``ttt_phased_prefix_tokens`` targets (at most ``ttt_phased_prefix_max_frac`` of the
+split's) are cut into ``ttt_phases`` equal parts.
 When scoring has passed the end of part k, the evaluation pauses once and the whole model
 trains with SGD + momentum for ``ttt_phased_epochs`` passes over *every* target scored so
 far, then scoring resumes with the adapted model. Text after the prefix is only scored. PR
@@ -37,8 +38,12 @@ class PhasedSGD(Adapter):
             self.params, lr=cfg.ttt_phased_lr, momentum=cfg.ttt_phased_momentum
         )
         n = cfg.ttt_phases
+        self.prefix = cfg.ttt_phased_prefix_tokens
+        if cfg.ttt_phased_prefix_max_frac < 1:  # 1 = no cap: the prefix may pass the split
+            cap = int(cfg.ttt_phased_prefix_max_frac * (tokens.numel() - 1))
+            self.prefix = max(1, min(self.prefix, cap))
         # Target positions (exclusive ends) after which a pause is due; targets start at 1.
-        self.boundaries = [1 + cfg.ttt_phased_prefix_tokens * k // n for k in range(1, n + 1)]
+        self.boundaries = [1 + self.prefix * k // n for k in range(1, n + 1)]
         self.pauses_done = 0
 
     @property
@@ -46,6 +51,7 @@ class PhasedSGD(Adapter):
         return {
             "ttt_phased_params": sum(p.numel() for p in self.params),
             "ttt_phased_pauses": self.pauses_done,
+            "ttt_phased_prefix_used": self.prefix,
         }
 
     def warm_up(self, micro: int) -> None:

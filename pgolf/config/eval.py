@@ -250,10 +250,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ttt_chunk_tokens": 2048,
         "ttt_seq_len": 128,
     },
-    # 3-phase global SGD on the scored prefix (PRs #1610, #1626). bench-300 (H200, one
-    # artifact, 2026-12-01): the 2.5 M prefix capped at 40 % of the 1.04 M split and lr 1e-2
-    # gained 0.0053 (none 1.1495 -> 1.1443) in 11 s of TTT; lr 5e-3 0.0048; the uncapped prefix
-    # (1 pause of 3) 0.0013. Batched LoRA gained 0.0001 on a prefix, so phased only.
+    # 3-phase global SGD on the scored prefix (PRs #1610, #1626). bench-300 (H200,
+    # 2026-12-01; the cap gives 416 k targets there, measured at a 400 k prefix): artifact A,
+    # lr 5e-3 0.0052, lr 1e-2 0.0056, the uncapped 2.5 M prefix (1 pause of 3) 0.0013;
+    # artifact B, lr 1e-2: 0.0053 (none 1.1495 -> 1.1443) in 11 s of TTT. Batched LoRA
+    # gained 0.0001 on a prefix, so phased only.
     "record": {
         "compile_scope": "blocks",
         "ttt": "phased",

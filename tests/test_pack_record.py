@@ -100,7 +100,8 @@ def test_gptq_quantizes_the_tied_embedding_and_it_round_trips() -> None:
     rtn = pack_state(state, model={}, tokenizer=TOK, cfg=cfg)
     w = state["tok_emb.weight"]
     got = load_artifact(res.data).state["tok_emb.weight"]
-    direct = quantizer("tok_emb.weight", w, 7, 0, Q.clip_ratios(cfg)).dequantize()
+    jobs = [("tok_emb.weight", w, 7, None)]
+    direct = quantizer.many(jobs, 0, Q.clip_ratios(cfg))["tok_emb.weight"].dequantize()
     assert torch.equal(got, direct)  # bit-exact through pack -> unpack
     plain = load_artifact(rtn.data).state["tok_emb.weight"]
     schemes = {t.name: t.scheme for t in read_header(res.data)[0].tensors}

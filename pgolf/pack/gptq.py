@@ -164,9 +164,6 @@ class Quantizer:
             self.stats["factors"] += 1
         return self._hinv[name]
 
-    def __call__(self, name, w, bits, group_size, ratios, clip=None) -> Q.Quantized:
-        return self.many([(name, w, bits, clip)], group_size, ratios)[name]
-
     def many(self, jobs, group_size: int, ratios: torch.Tensor) -> dict[str, Q.Quantized]:
         """``jobs``: (name, w, bits, clip); every covered matrix is swept in one batch."""
         out: dict[str, Q.Quantized] = {}
@@ -282,10 +279,8 @@ def collect_hessians(model, ids: torch.Tensor, *, head: bool = False) -> dict[st
 def calibration_model(tensors: dict[str, torch.Tensor], model_cfg) -> torch.nn.Module:
     """The checkpoint as an fp32 GPT on the best device, with q/k/v unfused so the Hessian
     hooks sit on each nn.Linear's own forward call."""
-    try:
-        from pgolf.model import GPT
-    except ImportError as e:  # the model package is owned elsewhere; fail clearly
-        raise PgolfError(f"GPTQ needs pgolf.model.GPT, which is not importable ({e})") from None
+    from pgolf.model import GPT
+
     device = _device()
     model = GPT(dataclasses.replace(model_cfg, fused_qkv=False), init_weights=False)
     model = model.float().eval()

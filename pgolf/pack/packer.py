@@ -60,7 +60,8 @@ def encode_tensors(
     awq_frac: float | None = None,
     promoted: dict[str, float] | None = None,
 ) -> tuple[list[EncodedTensor], dict[str, str]]:
-    """Prune and quantize every tensor; ``quantizer`` (GPTQ) may replace clip-search RTN.
+    """Prune and quantize every tensor; ``quantizer`` (GPTQ's ``gptq.Quantizer``) may replace
+    clip-search RTN.
 
     ``awq_frac`` (default ``cfg.awq_extra_bits_frac``) promotes that fraction of the
     parameters by one bit (AWQ-lite, with GPTQ's Hessians when the quantizer has them);
@@ -90,13 +91,9 @@ def encode_tensors(
         if promoted is not None:
             promoted.update(up)
     done = {}
-    if quantizer is not None:
+    if quantizer is not None:  # GPTQ sweeps every matrix of one shape in one batch
         jobs = [(n, p[3], p[2], p[5]) for n, p in prepared.items() if p[3].dim() == 2]
-        many = getattr(quantizer, "many", None)
-        if many is not None:  # GPTQ sweeps every matrix of one shape in one batch
-            done = many(jobs, cfg.group_size, ratios)
-        else:
-            done = {n: quantizer(n, w, b, cfg.group_size, ratios, c) for n, w, b, c in jobs}
+        done = quantizer.many(jobs, cfg.group_size, ratios)
     out = []
     for name in tqdm(names, desc="quantize", unit="tensor", disable=not progress, leave=False):
         if classes[name] == "control":

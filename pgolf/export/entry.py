@@ -13,6 +13,7 @@ before ``MAX_WALLCLOCK_SECONDS`` so quantization and coding fit in the 600 s.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -83,10 +84,11 @@ def _main(config_json: str, script: str) -> None:
         # The script measures itself: the file on disk is the counted code.
         pack_cfg = dataclasses.replace(trainer.cfg.pack, code_bytes=code_bytes)
         # Every rank generates its share of GPTQ's calibration text; rank 0 packs. The others
-        # read the checkpoint rank 0 has just written, so they wait for it first.
+        # read the checkpoint rank 0 has just written, so they wait for it first. Rank 0
+        # calibrates inside the pack, so its CPU estimates the sizes meanwhile.
         if d.distributed:
             dist.barrier()
-        calibration = calibrate_on_ranks(out, pack_cfg, d, log)
+        calibration = functools.partial(calibrate_on_ranks, out, pack_cfg, d, log)
         if d.is_main:
             packed = pack_checkpoint(
                 out,
@@ -96,6 +98,8 @@ def _main(config_json: str, script: str) -> None:
                 progress=False,
                 calibration=calibration,
             )
+        else:
+            calibration()
         if d.distributed:
             dist.barrier()
         pack_s = time.perf_counter() - t0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,13 @@ def pack_checkpoint(
     tokenizer: str | Path | None = None,
     log: Logger | None = None,
     progress: bool = True,
-    calibration: Calibration | None = None,
+    calibration: Calibration | Callable[[], Calibration | None] | None = None,
 ) -> dict[str, Any]:
     """Pack ``checkpoint`` into ``out`` under ``cfg.budget_bytes``; returns a summary dict.
 
     ``calibration``: GPTQ's, already made (``calibrate_on_ranks``: shared by the ranks of a
-    multi-GPU run); None calibrates here when GPTQ is on."""
+    multi-GPU run), or a function that makes it, called where this calibrates, so the CPU's
+    size estimates overlap it as they overlap our own; None calibrates here when GPTQ is on."""
     log = log or Logger(enabled=False)
     clock = PhaseClock(log)
     tensors, run, info = load_checkpoint(checkpoint)
@@ -258,13 +260,15 @@ def _gptq(
     cfg: PackConfig,
     log: Logger,
     clock: PhaseClock | None = None,
-    calibration: Calibration | None = None,
+    calibration: Calibration | Callable[[], Calibration | None] | None = None,
 ):
+    if callable(calibration):  # first: the other ranks wait for this rank in it
+        calibration = calibration()
     if not use_gptq(cfg):
         return None, 0.0
     from pgolf.pack import gptq
 
-    if calibration is not None:  # made before, on every rank (calibrate_on_ranks)
+    if calibration is not None:  # made on every rank (calibrate_on_ranks)
         return gptq.make_quantizer(calibration.hessians, cfg), calibration.seconds
     t = time.perf_counter()
     times: dict[str, float] = {}

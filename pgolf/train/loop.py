@@ -117,7 +117,6 @@ class Trainer:
         torch.manual_seed(tc.seed)
         with d.device:  # orthogonal init on the GPU: seconds faster than on the host
             self.model = GPT(cfg.model)
-        self.names = {id(p): n for n, p in self.model.named_parameters()}
         self.plan = BatchPlan(
             self.stream,
             global_tokens=tc.global_batch_tokens,
@@ -261,20 +260,9 @@ class Trainer:
     # ---- validation ---------------------------------------------------------------------
 
     def validate(self, model: GPT, max_tokens: int) -> dict[str, float]:
-        tc = self.cfg.train
         tokens = self.val_tokens[:max_tokens] if max_tokens else self.val_tokens
         with plain_matmuls(model):  # scores come from the model the checkpoint describes
-            return evaluate_bpb(
-                model,
-                tokens,
-                seq_len=tc.seq_len,
-                batch_seqs=tc.val_batch_seqs,
-                byte_tables=self.byte_tables,
-                device=self.device,
-                rank=self.dist.rank,
-                world=self.dist.world_size,
-                autocast=tc.autocast_bf16,
-            )
+            return evaluate_bpb(model, tokens, self.byte_tables, self.cfg.train, self.dist)
 
     # ---- main loop ----------------------------------------------------------------------
 
@@ -310,7 +298,6 @@ class Trainer:
             averaging=tc.averaging,
         )
         prefetch = Prefetcher(self.plan, self.step, self.device)
-        tokens_per_step = tc.global_batch_tokens
         window_t, window_steps = time.perf_counter(), 0
         try:
             while not self.schedule.done(self.step, self.elapsed):
@@ -346,7 +333,7 @@ class Trainer:
                     self.step, self.elapsed
                 ):
                     dt = time.perf_counter() - window_t
-                    self._log_train(loss_v, scale, dt, window_steps, tokens_per_step)
+                    self._log_train(loss_v, scale, dt, window_steps)
                     window_t, window_steps = time.perf_counter(), 0
                 paused = time.perf_counter()
                 if tc.val_every_steps and self.step % tc.val_every_steps == 0:
@@ -370,8 +357,8 @@ class Trainer:
             self.model.set_recurrence(on)
             self.log.log("recurrence", step=self.step, frac=frac, active=on)
 
-    def _log_train(self, loss, scale, dt, steps, tokens_per_step) -> None:
-        tok_s = tokens_per_step * steps / max(dt, 1e-9)
+    def _log_train(self, loss, scale, dt, steps) -> None:
+        tok_s = self.cfg.train.global_batch_tokens * steps / max(dt, 1e-9)
         peak = self.dist.world_size * H100_BF16_PEAK_FLOPS
         mem = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else 0.0
         budget = self.cfg.train.max_steps or "time"
@@ -395,33 +382,19 @@ class Trainer:
         final_model.load_state_dict(weights)
         raw = self.validate(self.model, tc.final_val_tokens)
         avg = self.validate(final_model, tc.final_val_tokens)
-        self.log.log(
-            "final",
-            step=self.step,
-            train_s=self.elapsed,
-            averaging=kind,
-            val_bpb_raw=raw["val_bpb"],
-            val_bpb=avg["val_bpb"],
-            val_loss=avg["val_loss"],
-            val_tokens=avg["val_tokens"],
-        )
-        self.history.append({"step": self.step, "val_bpb": avg["val_bpb"]})
-        self.save(
-            {
-                "kind": "final",
-                "val_bpb": avg["val_bpb"],
-                "val_loss": avg["val_loss"],
-                "val_bpb_raw": raw["val_bpb"],
-            }
-        )
-        self._plot()
-        return {
+        result = {
             "step": self.step,
             "train_s": self.elapsed,
-            "val_bpb": avg["val_bpb"],
-            "val_bpb_raw": raw["val_bpb"],
             "averaging": kind,
+            "val_bpb_raw": raw["val_bpb"],
+            "val_bpb": avg["val_bpb"],
         }
+        self.log.log("final", **result, val_loss=avg["val_loss"], val_tokens=avg["val_tokens"])
+        self.history.append({"step": self.step, "val_bpb": avg["val_bpb"]})
+        # (save() writes step, train_s and averaging too: the same values)
+        self.save({"kind": "final", **result, "val_loss": avg["val_loss"]})
+        self._plot()
+        return result
 
     def _periodic_checkpoint(self) -> None:
         """Only ``pgolf train`` checkpoints as it goes (the exported script packs the end)."""
@@ -452,6 +425,11 @@ class ResumableTrainer(Trainer):
         super().save(extra)
         if self.dist.is_main:
             save_resume(self.out, tensors, meta)
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Parameter id -> name: the keys of the AdamW state in the resume file."""
+        return {id(p): n for n, p in self.model.named_parameters()}
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {f"model.{n}": p for n, p in self.model.named_parameters()}

@@ -93,7 +93,6 @@ class Muon:
         )
         self.ns_coeffs, self.row_eq = ns_coeffs, row_eq
         self.rank, self.world = rank, world_size
-        self.names = [n for n, _ in named_params]
         self.params = {n: p for n, p in named_params}
         self.momentum = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named_params}
         groups: dict[tuple[int, ...], list[str]] = {}

@@ -13,22 +13,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pgolf.config.train import TrainConfig
 from pgolf.data.bpb import target_bytes_torch
+from pgolf.runtime import Dist
 
 
 @torch.no_grad()
 def evaluate_bpb(
-    model: torch.nn.Module,
-    tokens: np.ndarray,
-    *,
-    seq_len: int,
-    batch_seqs: int,
-    byte_tables: tuple,
-    device: torch.device,
-    rank: int = 0,
-    world: int = 1,
-    autocast: bool = False,
+    model: torch.nn.Module, tokens: np.ndarray, byte_tables: tuple, tc: TrainConfig, d: Dist
 ) -> dict[str, float]:
+    """Scores of ``tokens`` in ``tc.seq_len`` windows, ``tc.val_batch_seqs`` at a time; each
+    rank of ``d`` scores its share (every world-th window) and the sums are all-reduced."""
+    seq_len, batch_seqs, device = tc.seq_len, tc.val_batch_seqs, d.device
     n_seqs = (len(tokens) - 1) // seq_len
     if n_seqs < 1:
         raise ValueError(f"val split has {len(tokens)} tokens, fewer than seq_len+1={seq_len + 1}")
@@ -38,10 +34,10 @@ def evaluate_bpb(
     model.eval()
     ctx = (
         torch.autocast("cuda", dtype=torch.bfloat16)
-        if autocast and device.type == "cuda"
+        if tc.autocast_bf16 and device.type == "cuda"
         else contextlib.nullcontext()
     )
-    mine = list(range(rank, n_seqs, world))
+    mine = list(range(d.rank, n_seqs, d.world_size))
     for i in range(0, len(mine), batch_seqs):
         idx = torch.tensor(mine[i : i + batch_seqs])
         starts = idx[:, None] * seq_len + torch.arange(seq_len + 1)
@@ -52,7 +48,7 @@ def evaluate_bpb(
         sums[0] += nll.double().sum()
         sums[1] += y.numel()
         sums[2] += target_bytes_torch(byte_tables, x, y).double().sum()
-    if world > 1:
+    if d.distributed:
         dist.all_reduce(sums)
     model.train(was_training)
     nll, count, nbytes = sums.tolist()

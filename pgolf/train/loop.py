@@ -260,9 +260,12 @@ class Trainer:
     # ---- validation ---------------------------------------------------------------------
 
     def validate(self, model: GPT, max_tokens: int) -> dict[str, float]:
+        tc = self.cfg.train
         tokens = self.val_tokens[:max_tokens] if max_tokens else self.val_tokens
-        with plain_matmuls(model):  # scores come from the model the checkpoint describes
-            return evaluate_bpb(model, tokens, self.byte_tables, self.cfg.train, self.dist)
+        # Scores come from the model the checkpoint describes: the FP8 matmuls (set only with
+        # train.fp8_matmuls) are taken out while validating.
+        with plain_matmuls(model) if tc.fp8_matmuls else contextlib.nullcontext():
+            return evaluate_bpb(model, tokens, self.byte_tables, tc, self.dist)
 
     # ---- main loop ----------------------------------------------------------------------
 

@@ -217,6 +217,9 @@ def exclusive_self_attention(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
+        # Read in forward (qk_norm, the output gate): a field the exported script fixes is
+        # then decided when it is exported.
+        self.cfg = cfg
         d, hd = cfg.model_dim, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
         self.q = CastedLinear(d, cfg.num_heads * hd)
@@ -224,10 +227,8 @@ class CausalSelfAttention(nn.Module):
         self.v = CastedLinear(d, cfg.kv_dim)
         self.proj = CastedLinear(cfg.num_heads * hd, d)
         self.proj.is_output = True
-        self.qk_norm = cfg.qk_norm
         self.fused_qkv = cfg.fused_qkv
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), float(cfg.q_gain_init)))
-        self.rope_dims = cfg.rope_dims
         self.rotary = (
             Rotary(cfg.rope_dims, cfg.rope_base, cfg.train_seq_len) if cfg.rope_dims else None
         )
@@ -235,7 +236,6 @@ class CausalSelfAttention(nn.Module):
         # Sparse attention-output gate (PR #1787): heads x window weights, zero init (each
         # head starts at sigmoid(0) = 0.5). A plain parameter, not a CastedLinear, so QAT,
         # FP8 and the packer treat it as the small control tensor it is.
-        self.gate_window, self.gate_scale = cfg.attn_gate_window, cfg.attn_gate_scale
         self.gate_w = (
             nn.Parameter(torch.zeros(cfg.num_heads, cfg.attn_gate_window))
             if cfg.attn_out_gate
@@ -263,25 +263,25 @@ class CausalSelfAttention(nn.Module):
         if v_extra is not None:
             v = v + v_extra
         v = v.view(b, t, self.num_kv_heads, self.head_dim)
-        if self.qk_norm:
+        if self.cfg.qk_norm:
             q = F.rms_norm(q, (self.head_dim,))
             k = F.rms_norm(k, (self.head_dim,))
         if self.rotary is not None:
             cos, sin = self.rotary.tables(t, x.device)
-            q = apply_rotary(q, cos, sin, self.rope_dims)
-            k = apply_rotary(k, cos, sin, self.rope_dims)
+            q = apply_rotary(q, cos, sin, self.cfg.rope_dims)
+            k = apply_rotary(k, cos, sin, self.cfg.rope_dims)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         y = attend(q, k, v, self._backend(x.device.type))
         if self.use_xsa:
             y = exclusive_self_attention(y, v)
-        if self.gate_w is not None:
+        if self.cfg.attn_out_gate:
             y = y * self.output_gate(x)[..., None]
         return self.proj(y.reshape(b, t, self.num_heads * self.head_dim))
 
     def output_gate(self, x: torch.Tensor) -> torch.Tensor:
-        """[B,T,H] per-head gate from the first ``gate_window`` dims of the block input."""
-        logits = F.linear(x[..., : self.gate_window], self.gate_w.to(x.dtype))
-        return torch.sigmoid(self.gate_scale * logits)
+        """[B,T,H] per-head gate from the first ``attn_gate_window`` dims of the block input."""
+        logits = F.linear(x[..., : self.cfg.attn_gate_window], self.gate_w.to(x.dtype))
+        return torch.sigmoid(self.cfg.attn_gate_scale * logits)
 
     def _backend(self, device_type: str) -> str:
         key = "cuda" if device_type == "cuda" else "cpu"

@@ -234,7 +234,8 @@ class Trainer:
         recur_from = n // 4 if mc.recur_after_frac > 0 else 0
         for i in range(n):
             self.model.set_qat(self.cfg.train.qat_bits if i >= qat_from else 0)
-            self.model.set_recurrence(mc.recurrence and i >= recur_from)
+            if mc.recurrence:  # without it the model never recurs
+                self.model.set_recurrence(i >= recur_from)
             self._train_step(batches, 1.0, self._momentum())
         self.model.set_qat(0)
         self.model.load_state_dict(saved)
@@ -313,9 +314,9 @@ class Trainer:
                 self._set_recurrence()
                 loss = self._train_step(prefetch.next(), scale, self._momentum())
                 self.step += 1
-                if self.ema is not None:
+                if tc.averaging == "ema":
                     self.ema.update(self.model, self.step)
-                if self.swa is not None:
+                elif tc.averaging == "swa":
                     self.swa.maybe_update(self.model, self.step, scale)
                 if self.cuda:
                     # The step's kernels are still queued: without this wait the clock
@@ -354,8 +355,10 @@ class Trainer:
     def _set_recurrence(self) -> None:
         """Depth recurrence runs from model.recur_after_frac of the budget on (PR #1493)."""
         mc = self.cfg.model
+        if not mc.recurrence:
+            return
         frac = self.schedule.progress(self.step, self.elapsed)
-        on = mc.recurrence and frac >= mc.recur_after_frac
+        on = frac >= mc.recur_after_frac
         if on != self.model.recurrence_active:
             self.model.set_recurrence(on)
             self.log.log("recurrence", step=self.step, frac=frac, active=on)

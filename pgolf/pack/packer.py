@@ -107,15 +107,16 @@ def encode_tensors(
         w, dtype, bits, pruned_w, pruned, clip = prepared.pop(name)
         qt = done.get(name) or Q.quantize(pruned_w, bits, cfg.group_size, ratios, clip=clip)
         values, scales = schemes.encode_int(qt.q, qt.scales)
-        w_hat, corr = qt.dequantize(), None
+        w_hat, extra = qt.dequantize(), {}
         if cfg.lqer_rank > 0 and classes[name] in cfg.lqer_classes and w.dim() == 2:
             from pgolf.pack import lqer  # only configs with LQER carry it (export.bundle)
 
             corr, w_hat = lqer.correct(w, w_hat, cfg, ratios)
+            if corr is not None:
+                extra = dict(
+                    lqer_rank=corr.rank, lqer_scheme=f"int{corr.bits}", lqer=corr.streams()
+                )
         err = Q.rel_sq_error(w, w_hat)
-        extra = {}
-        if corr is not None:
-            extra = dict(lqer_rank=corr.rank, lqer_scheme=f"int{corr.bits}", lqer=corr.streams())
         out.append(
             EncodedTensor(
                 name,
@@ -175,7 +176,9 @@ def plan_and_compress(
     ints = [t for t in encoded if t.scales is not None]
     value_plan = [SegmentPlan("?", "none", ((t.name, "values"),)) for t in ints]
     corrected = [t.name for t in encoded if t.lqer]
-    if corrected:  # every correction in one segment: its stored length is their exact bytes
+    # Corrections exist only with LQER on; all of them go in one segment, so its stored length
+    # is their exact bytes.
+    if cfg.lqer_rank > 0 and corrected:
         streams = ("lqer.a", "lqer.a_scales", "lqer.b", "lqer.b_scales")
         value_plan.append(
             SegmentPlan("?", "none", tuple((n, k) for n in corrected for k in streams))

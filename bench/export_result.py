@@ -14,7 +14,6 @@ A run that stopped early is still recorded, with `complete: false`.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import re
 import statistics
@@ -74,15 +73,11 @@ def main() -> None:
     ap.add_argument("--exit-code", type=int)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    import torch  # the device's name and version; imported late so --help stays fast
+    # The device's name and torch's version; imported late so --help stays fast.
+    from record_result import identity
 
     row = {
-        "name": args.name,
-        "protocol": "bench-300 (exported train_gpt.py)",
-        "date": dt.date.today().isoformat(),
-        "commit": args.commit,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "gpus": max(1, torch.cuda.device_count()),
+        **identity(args.name, args.commit, "bench-300 (exported train_gpt.py)"),
         "script_bytes": args.script.stat().st_size,
         "data_wall_s": args.data_wall_s,
         "script_wall_s": args.script_wall_s,

@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pgolf.config import resolve  # noqa: E402
 from pgolf.export.bundle import build_script  # noqa: E402
 from pgolf.logs import format_line  # noqa: E402
-from pgolf.pipeline.scaling import scaling_overrides  # noqa: E402
+from pgolf.pipeline.scaling import resolve_scaled  # noqa: E402
 
 
 def main() -> None:
@@ -32,9 +31,9 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    base = resolve(args.preset, args.overrides)
-    scaled = scaling_overrides(base, nproc=args.gpus, train_seconds=args.train_seconds)
-    run = resolve(args.preset, [*scaled, *args.overrides])
+    run, _ = resolve_scaled(
+        args.preset, args.overrides, nproc=args.gpus, train_seconds=args.train_seconds
+    )
     script = build_script(run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # latin-1, as the file's coding line says: write the bytes, never text.

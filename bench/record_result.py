@@ -19,19 +19,27 @@ from pathlib import Path
 import torch
 
 
-def flatten(summary: dict, name: str, commit: str, protocol: str, bench_wall_s: float | None):
-    train = summary.get("train") or {}
-    evals = summary.get("eval") or {}
-    pack = summary.get("pack") or {}
-    gpus = summary.get("gpus") or max(1, torch.cuda.device_count())
+def identity(name: str, commit: str, protocol: str, gpus: int | None = None) -> dict:
+    """What makes a result comparable across days: what ran, where, when, at which commit."""
     return {
         "name": name,
         "protocol": protocol,
         "date": dt.date.today().isoformat(),
         "commit": commit,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "gpus": gpus,
+        "gpus": gpus or max(1, torch.cuda.device_count()),
         "torch": torch.__version__,
+    }
+
+
+def flatten(summary: dict, name: str, commit: str, protocol: str, bench_wall_s: float | None):
+    train = summary.get("train") or {}
+    evals = summary.get("eval") or {}
+    pack = summary.get("pack") or {}
+    row = identity(name, commit, protocol, summary.get("gpus"))
+    gpus = row["gpus"]
+    return {
+        **row,
         "preset": summary.get("preset"),
         "tokens_per_s": train.get("tokens_per_s_median"),
         "tokens_per_s_per_gpu": (train.get("tokens_per_s_median") or 0) / gpus or None,

@@ -509,25 +509,26 @@ class _Folder(ast.NodeTransformer):
             return kept[0] if len(kept) == 1 else ast.BoolOp(e.op, kept)
         return e
 
-    def visit_If(self, node: ast.If) -> Any:
+    def _branches(self, node: ast.If | ast.IfExp) -> tuple[Any, Any] | None:
+        """(taken, not taken) when ``node``'s test folds; else None, the test simplified."""
         self.generic_visit(node)
         t = self._test(node.test)
         if isinstance(t, ast.expr):
             node.test = t
+            return None
+        return (node.body, node.orelse) if t else (node.orelse, node.body)
+
+    def visit_If(self, node: ast.If) -> Any:
+        branches = self._branches(node)
+        if branches is None or _changes_scope([node.test, *branches[1]]):
             return node
-        keep, drop = (node.body, node.orelse) if t else (node.orelse, node.body)
-        if _changes_scope([node.test, *drop]):
-            return node
-        return keep or ast.Pass()
+        return branches[0] or ast.Pass()
 
     def visit_IfExp(self, node: ast.IfExp) -> Any:
-        self.generic_visit(node)
-        t = self._test(node.test)
-        if isinstance(t, ast.expr):
-            node.test = t
+        branches = self._branches(node)
+        if branches is None or _changes_scope([node.test, branches[1]]):
             return node
-        keep, drop = (node.body, node.orelse) if t else (node.orelse, node.body)
-        return node if _changes_scope([node.test, drop]) else keep
+        return branches[0]
 
     def visit_While(self, node: ast.While) -> Any:
         self.generic_visit(node)

@@ -6,12 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
-from pgolf.config import RunConfig, from_json, resolve
+from pgolf.config import RunConfig, from_json
 from pgolf.errors import ConfigError
 from pgolf.io import atomic_write_text
 from pgolf.pack import codebytes
 from pgolf.pipeline import plan
-from pgolf.pipeline.scaling import scaling_overrides
+from pgolf.pipeline.scaling import resolve_scaled
 from pgolf.pipeline.stages import STAGES, StageFailed, is_done, marker, run_stage
 from pgolf.pipeline.summary import write_summary
 
@@ -56,11 +56,9 @@ def run_pipeline(
     overrides: tuple[str, ...],
     preset_reason: str | None = None,
 ) -> dict:
-    base = resolve(preset, overrides)
-    scaled = scaling_overrides(base, nproc=nproc, train_seconds=train_seconds)
-    # User overrides win over the scaling rule: they come last.
-    all_overrides = (*scaled, *overrides)
-    config = resolve(preset, all_overrides)
+    config, all_overrides = resolve_scaled(
+        preset, overrides, nproc=nproc, train_seconds=train_seconds
+    )
     # Without --ttt: the artifact without TTT, then with the recipe's own TTT mode.
     ttt_modes = ttt_modes or tuple(dict.fromkeys(("none", config.eval.ttt)))
     out.mkdir(parents=True, exist_ok=True)

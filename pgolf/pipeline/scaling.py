@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from pgolf.config import RunConfig
+from pgolf.config import RunConfig, resolve
 
 REF_GPUS = 8
 REF_SECONDS = 600.0
@@ -77,3 +77,14 @@ def scaling_overrides(cfg: RunConfig, *, nproc: int, train_seconds: float | None
         f"train.ema_decay={ema_decay:.6f}",
     ]
     return overrides
+
+
+def resolve_scaled(
+    preset: str, overrides: tuple[str, ...] | list[str], *, nproc: int, train_seconds: float | None
+) -> tuple[RunConfig, tuple[str, ...]]:
+    """The config a run of ``preset`` on ``nproc`` GPUs for ``train_seconds`` trains, and the
+    overrides that make it: the scaling rule's, then the user's (which win)."""
+    base = resolve(preset, overrides)
+    scaled = scaling_overrides(base, nproc=nproc, train_seconds=train_seconds)
+    all_overrides = (*scaled, *overrides)
+    return resolve(preset, all_overrides), all_overrides

@@ -80,6 +80,38 @@ def agreement(backends: list[str]) -> dict[str, dict]:
     return results
 
 
+def mlp_agreement(tokens: int, dim: int, hidden: int) -> dict:
+    """The fused relu² MLP (``model.mlp_kernel=quack``) and the torch MLP, both in bf16, against
+    an fp32 reference: output and x/w1/w2 gradients as relative L2 errors."""
+    from pgolf.model import quack_mlp
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(tokens, dim, device="cuda", generator=g)
+    w1 = torch.randn(hidden, dim, device="cuda", generator=g) / dim**0.5
+    w2 = torch.randn(dim, hidden, device="cuda", generator=g) / hidden**0.5
+    dy = torch.randn(tokens, dim, device="cuda", generator=g)
+
+    def run(fn, dtype):
+        leaves = [t.to(dtype).requires_grad_(True) for t in (x, w1, w2)]
+        out = fn(*leaves)
+        out.backward(dy.to(dtype))
+        return [out.detach()] + [t.grad for t in leaves]
+
+    def plain(a, b, c):
+        return torch.relu(a @ b.T).square() @ c.T
+
+    ref = run(plain, torch.float32)
+    results = {}
+    for name, fn in (("torch", plain), ("quack", quack_mlp.fused_relu2_mlp)):
+        try:
+            errs = [rel(a, b) for a, b in zip(run(fn, torch.bfloat16), ref, strict=True)]
+            results[name] = dict(zip(("out", "dx", "dw1", "dw2"), errs, strict=True))
+        except Exception as e:
+            results[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+        print(format_line({"agree_mlp": name, **results[name]}), flush=True)
+    return results
+
+
 def profile_step(step, name: str, dump_dir: str | None) -> None:
     """Top CUDA kernels of one optimizer step (full names), optionally with their sources."""
     from torch.profiler import ProfilerActivity, profile
@@ -248,6 +280,11 @@ def main() -> None:
     ap.add_argument(
         "--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune-no-cudagraphs)"
     )
+    ap.add_argument(
+        "--quack-tuned",
+        action="store_true",
+        help="with model.mlp_kernel=quack: quack's autotuned GEMM configs, not its heuristics",
+    )
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/train_speed.py needs a CUDA GPU")
@@ -264,8 +301,18 @@ def main() -> None:
     }
     print(format_line(info), flush=True)
     summary: dict = {"info": info}
+    cfg = resolve(args.preset, args.overrides)
+    if cfg.model.mlp_kernel == "quack":
+        from pgolf.model import quack_mlp
+
+        quack_mlp.TUNED = args.quack_tuned
     if not args.skip_agreement:
         summary["agreement"] = agreement(available_backends("cuda"))
+        if cfg.model.mlp_kernel == "quack":
+            tokens = args.micro * cfg.train.seq_len
+            summary["mlp_agreement"] = mlp_agreement(
+                tokens, cfg.model.model_dim, cfg.model.mlp_hidden
+            )
     names = (
         args.backends.split(",")
         if args.backends

@@ -30,6 +30,11 @@ class ModelConfig:
     mlp_activation: Literal["relu2", "leaky_relu2"] = "relu2"
     # Negative slope of "leaky_relu2" (PR #549: 0.5).
     mlp_leaky_slope: float = 0.5
+    # MLP kernels on CUDA: "torch" (cuBLAS GEMMs, Inductor fuses relu² between them) or
+    # "quack" (quack-kernels' Hopper GEMMs with relu² in the up-projection's epilogue and its
+    # derivative in the backward GEMM's: pgolf/model/quack_mlp.py). "relu2" only; the CPU
+    # runs the same math through torch either way, so an artifact scores anywhere.
+    mlp_kernel: Literal["torch", "quack"] = "torch"
     # Share the input embedding with the output head (saves vocab*dim bytes in the artifact).
     tie_embeddings: bool = True
     # Std of the normal init of the (tied) embedding.
@@ -132,6 +137,16 @@ class ModelConfig:
         need(
             0 <= self.mlp_leaky_slope < 1,
             f"mlp_leaky_slope must be in [0, 1), got {self.mlp_leaky_slope}",
+        )
+        need(
+            self.mlp_kernel == "torch" or self.mlp_activation == "relu2",
+            f"mlp_kernel={self.mlp_kernel!r} fuses relu² only; with mlp_activation="
+            f"{self.mlp_activation!r} set model.mlp_kernel=torch",
+        )
+        need(
+            self.mlp_kernel == "torch" or (self.model_dim % 8 == 0 and self.mlp_hidden % 8 == 0),
+            f"mlp_kernel={self.mlp_kernel!r} needs model_dim and the MLP width multiples of 8 "
+            f"(16-byte aligned bf16 rows), got {self.model_dim} and {self.mlp_hidden}",
         )
         need(
             1 <= self.attn_gate_window <= self.model_dim,

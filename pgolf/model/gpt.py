@@ -29,7 +29,7 @@ class Block(nn.Module):
         d = cfg.model_dim
         self.attn = CausalSelfAttention(cfg, layer)
         leaky = cfg.mlp_leaky_slope if cfg.mlp_activation == "leaky_relu2" else 0.0
-        self.mlp = MLP(d, cfg.mlp_hidden, leaky)
+        self.mlp = MLP(d, cfg.mlp_hidden, leaky, cfg.mlp_kernel)
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
         # Row 0 weighs the running x, row 1 the embedding output x0 (starts as pure x).

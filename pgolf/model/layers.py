@@ -43,11 +43,16 @@ class CastedLinear(nn.Linear):
         return project(x, (self,))
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on ``x`` runs in: autocast's when it is on, else ``x``'s own."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
 def project(x: torch.Tensor, parts: Sequence[CastedLinear]) -> torch.Tensor:
     """x @ [W₁; W₂; …]ᵀ over the parts' concatenated weights: one GEMM, through the parts'
     shared ``matmul`` when set. Under autocast the weights are cast straight to its dtype."""
-    kind = x.device.type
-    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+    dtype = compute_dtype(x)
     ws = [p.weight_as(dtype) for p in parts]
     w = ws[0] if len(ws) == 1 else torch.cat(ws)
     matmul = parts[0].matmul
@@ -59,16 +64,36 @@ class MLP(nn.Module):
 
     ``leaky_slope`` > 0 squares a leaky ReLU instead (leaderboard PR #549): negative
     pre-activations keep a gradient, so fewer hidden units die under Muon's large steps.
+    ``kernel="quack"`` runs relu² inside quack's fused GEMMs on CUDA in bf16/fp16
+    (pgolf/model/quack_mlp.py); elsewhere the same math runs through torch.
     """
 
-    def __init__(self, dim: int, hidden: int, leaky_slope: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, hidden: int, leaky_slope: float = 0.0, kernel: str = "torch"
+    ) -> None:
         super().__init__()
         self.fc = CastedLinear(dim, hidden)
         self.proj = CastedLinear(hidden, dim)
         self.proj.is_output = True
         self.leaky_slope = leaky_slope
+        self.kernel = kernel
+        if kernel == "quack":
+            from pgolf.model import quack_mlp  # registers the ops; imports no quack
+
+            self.fused = quack_mlp.fused_relu2_mlp
+
+    def fused_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """The 16-bit dtype the fused kernels run ``x`` in, or None where torch runs the MLP
+        (CPU, fp32, or the trainer's FP8 GEMMs plugged in)."""
+        if self.kernel != "quack" or not x.is_cuda or self.fc.matmul is not None:
+            return None
+        dtype = compute_dtype(x)
+        return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self.fused_dtype(x)
+        if dtype is not None:
+            return self.fused(x.to(dtype), self.fc.weight_as(dtype), self.proj.weight_as(dtype))
         h = self.fc(x)
         h = F.leaky_relu(h, self.leaky_slope) if self.leaky_slope else F.relu(h)
         return self.proj(h.square())

@@ -84,8 +84,13 @@ def fp8_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return _Fp8Linear.apply(x, w)
 
 
-def check_fp8_support(device: torch.device, autocast_bf16: bool) -> None:
+def check_fp8_support(device: torch.device, autocast_bf16: bool, mlp_kernel: str = "torch") -> None:
     """Raise a ConfigError unless FP8 training can run on ``device``."""
+    if mlp_kernel != "torch":
+        raise ConfigError(
+            f"train.fp8_matmuls replaces the MLP's GEMMs, model.mlp_kernel={mlp_kernel!r} fuses "
+            "them: choose one (set model.mlp_kernel=torch or train.fp8_matmuls=false)"
+        )
     if device.type != "cuda" or not autocast_bf16:
         raise ConfigError(
             f"train.fp8_matmuls needs a CUDA GPU and train.autocast_bf16=true (device is "

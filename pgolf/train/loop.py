@@ -128,7 +128,7 @@ class Trainer:
         )
         self.byte_tables = ByteTable.from_model(tokenizer).torch_tables(d.device)
         if tc.fp8_matmuls:
-            check_fp8_support(d.device, tc.autocast_bf16)
+            check_fp8_support(d.device, tc.autocast_bf16, cfg.model.mlp_kernel)
             self.model.set_block_matmul(fp8_linear)
         compiled = self.cuda and tc.compile
         if compiled:

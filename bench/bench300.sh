@@ -18,10 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s.%N)
-if [ ! -d /tmp/site ] && ls .whl/*.whl >/dev/null 2>&1; then
+if [ ! -d /tmp/site-packages ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+    --target /tmp/site-packages .whl/*.whl
+  export PYTHONPATH="/tmp/site-packages:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 run=${BENCH_DIR:-/tmp/bench300}

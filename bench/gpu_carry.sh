@@ -15,8 +15,12 @@
 #   1. carry [".whl_cu13"]:  bash bench/gpu_carry.sh stage
 #   2. carry [".carry"]:     bash bench/gpu_carry.sh stage
 #   3. carry [".whl"]:       source bench/gpu_carry.sh install; python3 bench/train_speed.py ...
-# `install` puts every package under /tmp/site and exports PYTHONPATH, including the CuTe DSL's
-# own packages folder, which its .pth file would add in a normal install (--target skips .pth).
+# `install` puts every package under /tmp/site-packages and exports PYTHONPATH, including the
+# CuTe DSL's own packages folder, which its .pth file would add in a normal install (--target
+# skips .pth). The folder must be named site-packages: quack keys its kernel cache by hashing
+# the code an epilogue reaches, and treats code outside a `site-packages` path as its own, so
+# from /tmp/site its fused GEMM epilogues failed on cutlass's globals (TypeError "no
+# fail-closed semantic key", H200, 2026-12-01).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 stage=/tmp/stage
@@ -56,9 +60,9 @@ install() {
   stage_carried >/dev/null
   [ -e .carry ] || ln -s "$stage/.carry" .carry
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site "$stage"/.whl/*.whl
-  tar xJf "$stage/.whl_cu13/cu13.tar.xz" -C /tmp/site
-  export PYTHONPATH="/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages:$here:${PYTHONPATH:-}"
+    --target /tmp/site-packages "$stage"/.whl/*.whl
+  tar xJf "$stage/.whl_cu13/cu13.tar.xz" -C /tmp/site-packages
+  export PYTHONPATH="/tmp/site-packages:/tmp/site-packages/nvidia_cutlass_dsl/dsl_packages:$here:${PYTHONPATH:-}"
   python3 -c 'import flash_attn.cute, quack, liger_kernel; print("gpu_packages: ok")'
 }
 

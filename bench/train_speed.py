@@ -92,7 +92,7 @@ def mlp_agreement(tokens: int, dim: int, hidden: int) -> dict:
     dy = torch.randn(tokens, dim, device="cuda", generator=g)
 
     def run(fn, dtype):
-        leaves = [t.to(dtype).requires_grad_(True) for t in (x, w1, w2)]
+        leaves = [t.detach().to(dtype).clone().requires_grad_(True) for t in (x, w1, w2)]
         out = fn(*leaves)
         out.backward(dy.to(dtype))
         return [out.detach()] + [t.grad for t in leaves]

@@ -150,3 +150,19 @@ def test_the_mlp_parameters_are_the_same_with_either_kernel():
     plain, fused = _twin_mlps()
     assert [n for n, _ in plain.named_parameters()] == [n for n, _ in fused.named_parameters()]
     assert isinstance(fused.fc, nn.Linear)
+
+
+def test_auto_picks_quack_only_where_its_fused_relu2_applies(monkeypatch):
+    monkeypatch.setattr(quack_mlp, "available", lambda: True)
+    assert MLP(16, 48, kernel="auto").kernel == "quack"
+    assert MLP(16, 48, leaky_slope=0.5, kernel="auto").kernel == "torch"  # no leaky epilogue
+    assert MLP(16, 44, kernel="auto").kernel == "torch"  # unaligned width
+    assert MLP(16, 48, kernel="torch").kernel == "torch"
+    monkeypatch.setattr(quack_mlp, "available", lambda: False)
+    assert MLP(16, 48, kernel="auto").kernel == "torch"
+
+
+def test_quack_is_not_available_on_a_machine_without_cuda():
+    # This CPU machine: auto must resolve to torch without importing anything that fails.
+    assert not torch.cuda.is_available()
+    assert quack_mlp.available() is False

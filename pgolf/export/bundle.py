@@ -46,7 +46,7 @@ NEVER = frozenset({"pgolf.pack.codebytes", "pgolf.export.bundle"})
 OPTIONAL = {
     "pgolf.pack.gptq": lambda run: run.pack.gptq != "off",
     "pgolf.model.fa4": lambda run: run.model.attention_backend in ("auto", "fa4"),
-    "pgolf.model.quack_mlp": lambda run: run.model.mlp_kernel == "quack",
+    "pgolf.model.quack_mlp": lambda run: run.model.mlp_kernel != "torch",
     "pgolf.eval.ttt_lora": lambda run: run.eval.uses_lora,
     "pgolf.eval.ttt_phased": lambda run: run.eval.uses_phased,
     "pgolf.eval.ngram": lambda run: run.eval.ngram_tilt,

@@ -76,8 +76,8 @@ class MLP(nn.Module):
         self.proj = CastedLinear(hidden, dim)
         self.proj.is_output = True
         self.leaky_slope = leaky_slope
-        self.kernel = kernel
-        if kernel == "quack":
+        self.kernel = resolve_mlp_kernel(kernel, leaky_slope, dim, hidden)
+        if self.kernel == "quack":
             from pgolf.model import quack_mlp  # registers the ops; imports no quack
 
             self.fused = quack_mlp.fused_relu2_mlp
@@ -97,6 +97,18 @@ class MLP(nn.Module):
         h = self.fc(x)
         h = F.leaky_relu(h, self.leaky_slope) if self.leaky_slope else F.relu(h)
         return self.proj(h.square())
+
+
+def resolve_mlp_kernel(kernel: str, leaky_slope: float, dim: int, hidden: int) -> str:
+    """``model.mlp_kernel`` made concrete: "auto" is "quack" where quack's fused relu² GEMMs
+    apply and are installed for this GPU, else "torch"."""
+    if kernel != "auto":
+        return kernel
+    if leaky_slope or dim % 8 or hidden % 8:
+        return "torch"
+    from pgolf.model import quack_mlp
+
+    return "quack" if quack_mlp.available() else "torch"
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:

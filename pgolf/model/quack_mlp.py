@@ -16,6 +16,8 @@ work.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from collections.abc import Callable
 
 import torch
@@ -42,6 +44,18 @@ def reference_backward(
     relu = F.relu(preact)
     dpreact = 2.0 * (dout @ w2) * relu
     return dpreact @ w1, dpreact.T @ x, dout.T @ relu.square()
+
+
+@functools.cache
+def available() -> bool:
+    """quack imports and the GPU is Hopper (sm90), where its fused MLP was measured faster."""
+    try:
+        if importlib.util.find_spec("quack") is None or not torch.cuda.is_available():
+            return False
+        importlib.import_module("quack.gemm_interface")
+    except Exception:  # a broken install (another torch, another CUDA) is not available
+        return False
+    return torch.cuda.get_device_capability()[0] == 9
 
 
 def use_quack() -> None:

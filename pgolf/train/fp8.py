@@ -86,7 +86,7 @@ def fp8_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def check_fp8_support(device: torch.device, autocast_bf16: bool, mlp_kernel: str = "torch") -> None:
     """Raise a ConfigError unless FP8 training can run on ``device``."""
-    if mlp_kernel != "torch":
+    if mlp_kernel == "quack":
         raise ConfigError(
             f"train.fp8_matmuls replaces the MLP's GEMMs, model.mlp_kernel={mlp_kernel!r} fuses "
             "them: choose one (set model.mlp_kernel=torch or train.fp8_matmuls=false)"

@@ -166,3 +166,18 @@ def test_quack_is_not_available_on_a_machine_without_cuda():
     # This CPU machine: auto must resolve to torch without importing anything that fails.
     assert not torch.cuda.is_available()
     assert quack_mlp.available() is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "carried"),
+    [
+        ([], True),  # default: auto, relu²
+        (["model.mlp_kernel=torch"], False),
+        (["model.mlp_kernel=auto", "model.mlp_activation=leaky_relu2"], False),
+    ],
+)
+def test_the_exported_script_carries_the_fused_mlp_only_where_it_can_run(overrides, carried):
+    from pgolf.export import bundle
+
+    run = RunConfig().with_overrides(overrides)
+    assert ("pgolf.model.quack_mlp" in bundle.run_modules(run)) is carried

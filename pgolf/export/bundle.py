@@ -46,7 +46,11 @@ NEVER = frozenset({"pgolf.pack.codebytes", "pgolf.export.bundle"})
 OPTIONAL = {
     "pgolf.pack.gptq": lambda run: run.pack.gptq != "off",
     "pgolf.model.fa4": lambda run: run.model.attention_backend in ("auto", "fa4"),
-    "pgolf.model.quack_mlp": lambda run: run.model.mlp_kernel != "torch",
+    # "auto" imports it only for relu² (layers.resolve_mlp_kernel).
+    "pgolf.model.quack_mlp": lambda run: (
+        run.model.mlp_kernel == "quack"
+        or (run.model.mlp_kernel == "auto" and run.model.mlp_activation == "relu2")
+    ),
     "pgolf.eval.ttt_lora": lambda run: run.eval.uses_lora,
     "pgolf.eval.ttt_phased": lambda run: run.eval.uses_phased,
     "pgolf.eval.ngram": lambda run: run.eval.ngram_tilt,

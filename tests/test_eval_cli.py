@@ -77,6 +77,8 @@ def test_no_ttt_research_mode_and_max_tokens(setup, tmp_path):
     report = read_report(tmp_path / "n.json")
     assert res.exit_code == 0 and report["ttt_steps"] == 0 and report["tokens_scored"] == 99
     assert report["full_split"] is False and report["max_tokens"] == 100
+    # The kernels that scored it ("auto" resolved here, on a CPU).
+    assert (report["attention"], report["mlp_kernel"]) == ("sdpa", "torch")
     res = invoke(*base, "--ttt", "pre-train-on-val", "--report", tmp_path / "r.json")
     assert res.exit_code == 0 and "compliant:false" in res.output
     assert read_report(tmp_path / "r.json")["compliant"] is False

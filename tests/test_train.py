@@ -106,6 +106,9 @@ def test_run_ends_at_the_wall_clock_cap(dataset, tmp_path):
     assert prev[-1] < 4.0
     for r, start in zip(trains, prev, strict=True):
         assert r["lr_scale"] == pytest.approx(min(1.0, (4.0 - start) / 2.0), abs=1e-3)
+    # The run line names the kernels "auto" resolved to: on this CPU, SDPA and the torch MLP.
+    (run,) = [r for r in records if r.get("event") == "run"]
+    assert (run["attention"], run["mlp_kernel"]) == ("sdpa", "torch")
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(

@@ -213,7 +213,7 @@ def run_eval(
         for adapter in adapters:
             if hasattr(adapter, "close"):
                 adapter.close()
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = model.kernels(dev.type) if hasattr(model, "kernels") else {}
     for adapter in adapters:
         info.update(adapter.trainable_counts)
     info.update({f"time_{k}_s": v for k, v in clock.times.items() if k.startswith("ttt_")})

@@ -162,6 +162,12 @@ class GPT(nn.Module):
             raise ValueError("set_recurrence(True) needs model.recur_start/recur_end set")
         self.recurrence_active = active
 
+    def kernels(self, device_type: str) -> dict[str, str]:
+        """The attention and MLP kernels this model runs on ``device_type``: what the configs'
+        "auto" resolved to here (logged by the trainer, reported by the evaluator)."""
+        mlp = self.blocks[0].mlp.kernel if device_type == "cuda" else "torch"
+        return {"attention": self.blocks[0].attn._backend(device_type), "mlp_kernel": mlp}
+
     @property
     def block_matmul(self) -> Matmul | None:
         return self.block_linears()[0].matmul

@@ -300,6 +300,7 @@ class Trainer:
             val_tokens=len(self.val_tokens),
             compiled=self.compiled,
             averaging=tc.averaging,
+            **self.model.kernels(d.device.type),
         )
         prefetch = Prefetcher(self.plan, self.step, self.device)
         window_t, window_steps = time.perf_counter(), 0

@@ -64,8 +64,9 @@ class MLP(nn.Module):
 
     ``leaky_slope`` > 0 squares a leaky ReLU instead (leaderboard PR #549): negative
     pre-activations keep a gradient, so fewer hidden units die under Muon's large steps.
-    ``kernel="quack"`` runs relu² inside quack's fused GEMMs on CUDA in bf16/fp16
-    (pgolf/model/quack_mlp.py); elsewhere the same math runs through torch.
+    ``kernel`` is ``model.mlp_kernel``: "quack" (or "auto" where it resolves to quack) runs relu²
+    inside quack's fused GEMMs on CUDA in bf16/fp16 (pgolf/model/quack_mlp.py); elsewhere the
+    same math runs through torch.
     """
 
     def __init__(

@@ -165,8 +165,11 @@ class GPT(nn.Module):
     def kernels(self, device_type: str) -> dict[str, str]:
         """The attention and MLP kernels this model runs on ``device_type``: what the configs'
         "auto" resolved to here (logged by the trainer, reported by the evaluator)."""
-        mlp = self.blocks[0].mlp.kernel if device_type == "cuda" else "torch"
-        return {"attention": self.blocks[0].attn._backend(device_type), "mlp_kernel": mlp}
+        block = self.blocks[0]
+        return {
+            "attention": block.attn._backend(device_type),
+            "mlp_kernel": block.mlp.kernel_on(device_type),
+        }
 
     @property
     def block_matmul(self) -> Matmul | None:

@@ -83,10 +83,17 @@ class MLP(nn.Module):
 
             self.fused = quack_mlp.fused_relu2_mlp
 
+    def kernel_on(self, device_type: str) -> str:
+        """The kernel this MLP runs on ``device_type``: quack's only on CUDA, and not under the
+        trainer's FP8 GEMMs."""
+        if device_type != "cuda" or self.fc.matmul is not None:
+            return "torch"
+        return self.kernel
+
     def fused_dtype(self, x: torch.Tensor) -> torch.dtype | None:
         """The 16-bit dtype the fused kernels run ``x`` in, or None where torch runs the MLP
         (CPU, fp32, or the trainer's FP8 GEMMs plugged in)."""
-        if self.kernel != "quack" or not x.is_cuda or self.fc.matmul is not None:
+        if self.kernel_on(x.device.type) != "quack":
             return None
         dtype = compute_dtype(x)
         return dtype if dtype in (torch.bfloat16, torch.float16) else None

@@ -17,7 +17,7 @@ work.
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib
 from collections.abc import Callable
 
 import torch
@@ -49,11 +49,11 @@ def reference_backward(
 @functools.cache
 def available() -> bool:
     """quack imports and the GPU is Hopper (sm90), where its fused MLP was measured faster."""
+    if not torch.cuda.is_available():
+        return False
     try:
-        if importlib.util.find_spec("quack") is None or not torch.cuda.is_available():
-            return False
         importlib.import_module("quack.gemm_interface")
-    except Exception:  # a broken install (another torch, another CUDA) is not available
+    except Exception:  # missing, or broken (built for another torch or CUDA): not available
         return False
     return torch.cuda.get_device_capability()[0] == 9
 
